@@ -1,0 +1,5 @@
+import bpy
+
+classes: tuple = ()
+
+register, unregister = bpy.utils.register_classes_factory(classes)
