@@ -29,7 +29,8 @@ region.eyes        (Y,) int32     eyeball / eye vertices
 ``name``, ``licence``, ``provenance``, ``expression_names`` (E), ``shape_names`` (S),
 ``joint_names`` (J), ``motion_joints`` (the joints a motion animates, in order),
 ``joint_roles`` (role -> joint name; roles: neck, head, jaw, eye_left, eye_right),
-``notes`` (list of strings, e.g. how regions were obtained).
+``notes`` (list of strings, e.g. how regions were obtained), ``expression_range``
+([min, max] of the expression channels' sliders).
 
 Motion channel layout (the one definition shared by training, metrics and the
 Blender writer): a motion is a (T, C) float32 array at 25 fps with
@@ -95,6 +96,9 @@ class HeadModel:
     joint_regressor: np.ndarray | None = None
     pose_basis: np.ndarray | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Slider range of the expression channels: ARKit weights live in [0, 1], PCA
+    # coefficients (FLAME) are unbounded and usually within a few units.
+    expression_range: tuple[float, float] = (-10.0, 10.0)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -250,6 +254,7 @@ class HeadModel:
             "channel_names": self.channel_names,
             "channel_signature": self.channel_signature,
             "notes": list(self.notes),
+            "expression_range": list(self.expression_range),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -322,6 +327,7 @@ class HeadModel:
                 joint_regressor=arrays.get("joint_regressor"),
                 pose_basis=arrays.get("pose_basis"),
                 notes=tuple(meta.get("notes", ())),
+                expression_range=tuple(meta.get("expression_range", (-10.0, 10.0))),
             )
         except KeyError as exc:
             raise HeadModelError(f"head-model file is missing {exc}") from None

@@ -1,5 +1,8 @@
+"""Operators: thin wrappers that call captalk_addon and report to the user."""
 import bpy
 
-classes: tuple = ()
+from . import rig_import
+
+classes = (*rig_import.classes,)
 
 register, unregister = bpy.utils.register_classes_factory(classes)

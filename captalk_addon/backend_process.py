@@ -1,0 +1,88 @@
+"""Run back-end commands (`python -m model ...`) in their own process.
+
+Torch never loads into Blender's process: anything that needs it runs through here,
+with the interpreter the user (or set-up) chose.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .paths import EXTENSION_ROOT, setup_backend_python
+from .preferences import get_preferences
+
+
+class BackendError(RuntimeError):
+    """The back end could not run; the message tells the user what to do."""
+
+
+def backend_python(context=None) -> str:
+    """Preferences, then $CAPTALK_BACKEND_PYTHON, then set-up's record, then this Python."""
+    prefs = get_preferences(context)
+    for candidate in (
+        prefs.backend_python if prefs else "",
+        os.environ.get("CAPTALK_BACKEND_PYTHON", ""),
+        setup_backend_python(),
+    ):
+        if candidate:
+            return candidate
+    return sys.executable
+
+
+class BackendCommand:
+    """One back-end command running in a child process; poll it from a timer."""
+
+    def __init__(self, args: list[str], python: str):
+        if not Path(python).is_file():
+            raise BackendError(
+                f"Back-end Python not found at '{python}'. Run CapTalk's set-up (see its README) "
+                "or choose the interpreter in Preferences > Add-ons > CapTalk."
+            )
+        env = dict(os.environ, PYTHONPATH=str(EXTENSION_ROOT), PYTHONUNBUFFERED="1")
+        self.args = args
+        self.process = subprocess.Popen(
+            [python, "-m", "model", *args],
+            cwd=EXTENSION_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def finish(self) -> str:
+        """Wait for the end; return its output or raise BackendError with its last lines."""
+        output, _ = self.process.communicate()
+        if self.process.returncode != 0:
+            raise BackendError(explain_failure(output, self.process.returncode))
+        return output
+
+    def cancel(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def explain_failure(output: str, returncode: int) -> str:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else f"exit status {returncode}"
+    if "No module named" in output:
+        return (
+            f"The back-end Python lacks a package ({last}). Run CapTalk's set-up or point "
+            "Preferences > Add-ons > CapTalk > Back-end Python at its environment."
+        )
+    return f"CapTalk back end failed: {last}"
+
+
+def run_backend(args: list[str], context=None) -> str:
+    """Run a back-end command to completion (batch mode); returns its output."""
+    return BackendCommand(args, backend_python(context)).finish()

@@ -1,0 +1,18 @@
+"""Sequencer access that works on Blender 4.2 to 5.0 (5.0 renamed `sequences` to `strips`)."""
+from __future__ import annotations
+
+import bpy
+
+
+def strip_collection(scene):
+    """The editable top-level strips of ``scene``'s sequencer (created if needed)."""
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    return editor.strips if hasattr(editor, "strips") else editor.sequences
+
+
+def add_sound_strip(scene, filepath: str, frame_start: int, channel: int = 1, name: str | None = None):
+    """Add a sound strip; extends the scene's frame range to cover it (never its frame rate)."""
+    strips = strip_collection(scene)
+    strip = strips.new_sound(name or bpy.path.display_name_from_filepath(filepath), filepath, channel, frame_start)
+    scene.frame_end = max(scene.frame_end, strip.frame_final_end - 1)
+    return strip
