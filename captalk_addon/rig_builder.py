@@ -77,6 +77,7 @@ def _create_mesh(created: list, collection, head: HeadModel, name: str):
         key.data.foreach_set("co", (head.template + offsets).astype(np.float32).ravel())
         key.slider_max = high
         key.slider_min = low
+        key.value = 0.0  # Blender 5.0 starts new keys at 1.0: the rig must rest neutral
 
     for j, joint in enumerate(head.joint_names):
         group = obj.vertex_groups.new(name=joint)
