@@ -1,0 +1,43 @@
+"""The headless main job, run as a real process the way the README runs it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+BATCH = Path(__file__).resolve().parents[2] / "scripts" / "captalk_batch.py"
+
+
+def run_batch(*args, data_dir) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CAPTALK_DATA_DIR=str(data_dir))
+    return subprocess.run([sys.executable, str(BATCH), *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_main_job_imports_rig_places_audio_and_stops_before_motion(tmp_path, data_dir, open_head_file):
+    result = run_batch("--out", str(tmp_path / "out"), data_dir=data_dir)
+    assert result.returncode == 3, result.stderr
+    assert "no CapTalk motion model is bundled yet" in result.stderr
+    blend = tmp_path / "out" / "captalk_demo.blend"
+    assert blend.is_file()
+    assert not list((tmp_path / "out").glob("*.mp4"))  # never a fake preview
+
+    check = (
+        "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); s = bpy.context.scene;"
+        "ed = s.sequence_editor; strips = ed.strips if hasattr(ed, 'strips') else ed.sequences;"
+        "mesh = [o for o in s.objects if o.get('captalk_rig_part') == 'mesh'][0];"
+        "print(len(strips), strips[0].type, mesh.data.shape_keys is not None, mesh.animation_data is None)"
+    )
+    out = subprocess.run([sys.executable, "-c", check, str(blend)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "1 SOUND True True"
+
+
+def test_missing_audio_is_a_clear_error(tmp_path, data_dir):
+    result = run_batch("--audio", str(tmp_path / "nope.wav"), "--out", str(tmp_path), data_dir=data_dir)
+    assert result.returncode == 2
+    assert "audio file not found" in result.stderr
+    assert not list(tmp_path.iterdir())
