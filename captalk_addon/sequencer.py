@@ -10,8 +10,17 @@ def strip_collection(scene):
     return editor.strips if hasattr(editor, "strips") else editor.sequences
 
 
+class NoAudioSupport(RuntimeError):
+    """This Blender build cannot load sound (PyPI bpy 4.2 is built without Audaspace)."""
+
+
 def add_sound_strip(scene, filepath: str, frame_start: int, channel: int = 1, name: str | None = None):
     """Add a sound strip; extends the scene's frame range to cover it (never its frame rate)."""
+    if not bpy.app.build_options.audaspace:
+        raise NoAudioSupport(
+            f"This Blender build ({bpy.app.version_string}) has no audio support (Audaspace), so it "
+            "cannot put sound on the timeline. Use Blender from blender.org or PyPI bpy 4.5 or newer."
+        )
     strips = strip_collection(scene)
     strip = strips.new_sound(name or bpy.path.display_name_from_filepath(filepath), filepath, channel, frame_start)
     scene.frame_end = max(scene.frame_end, strip.frame_final_end - 1)

@@ -39,7 +39,7 @@ def derive_regions(
     eye_w = lbs_weights[:, eye_joints].sum(axis=1) if eye_joints else np.zeros(len(template))
     eyes = np.flatnonzero(eye_w > 0.5)
 
-    pairs = _inner_lip_pairs(template, faces, jaw_w, eye_w, max_gap, min_hops)
+    pairs = inner_lip_pairs(template, faces, jaw_w, eye_w, max_gap, min_hops)
     if len(pairs) < 3:
         raise HeadModelError(
             "cannot derive lip regions: no mouth slit found between jaw and upper-lip vertices; "
@@ -60,7 +60,7 @@ def derive_regions(
     return {"lips": lips, "upper_face": upper_face, "lip_pairs": pairs, "eyes": eyes}
 
 
-def _inner_lip_pairs(template, faces, jaw_w, eye_w, max_gap, min_hops) -> np.ndarray:
+def inner_lip_pairs(template, faces, jaw_w, eye_w, max_gap, min_hops) -> np.ndarray:
     upper = np.flatnonzero((jaw_w < 0.4) & (eye_w < 0.5))
     lower = np.flatnonzero(jaw_w > 0.6)
     if not len(upper) or not len(lower):

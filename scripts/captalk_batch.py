@@ -4,7 +4,8 @@ Runs the same both ways:
     blender -b [scene.blend] --python scripts/captalk_batch.py -- [options]
     python scripts/captalk_batch.py [options]              (PyPI bpy)
 
-Exit status: 0 done; 2 bad input; 3 a required part (the motion model) is missing.
+Exit status: 0 done; 2 bad input; 3 a required part (the motion model, audio support in
+this Blender build) is missing.
 """
 from __future__ import annotations
 
@@ -60,11 +61,15 @@ def main() -> int:
     if not bpy.data.filepath:
         bpy.ops.wm.read_factory_settings(use_empty=True)
     register_from_source()
-    from captalk.captalk_addon.sequencer import add_sound_strip
+    from captalk.captalk_addon.sequencer import NoAudioSupport, add_sound_strip
 
     context = bpy.context
     find_or_add_head(context)
-    strip = add_sound_strip(context.scene, str(audio), args.start_frame)
+    try:
+        strip = add_sound_strip(context.scene, str(audio), args.start_frame)
+    except NoAudioSupport as exc:
+        print(f"CapTalk: {exc}", file=sys.stderr)
+        return EXIT_MISSING_PART
     print(f"CapTalk: sound strip '{strip.name}' at frame {args.start_frame}, frames up to {context.scene.frame_end}")
 
     out = Path(args.out).resolve()

@@ -5,6 +5,7 @@ is loaded here under the package name ``captalk`` so its relative imports work t
 """
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import sys
 from pathlib import Path
@@ -24,4 +25,6 @@ def register_from_source():
     sys.modules[PACKAGE] = package
     spec.loader.exec_module(package)
     package.register()
+    # PyPI bpy 4.2 crashes at interpreter exit while add-on classes are still registered.
+    atexit.register(package.unregister)
     return package

@@ -20,6 +20,10 @@ def run_batch(*args, data_dir) -> subprocess.CompletedProcess:
 
 def test_main_job_imports_rig_places_audio_and_stops_before_motion(tmp_path, data_dir, open_head_file):
     result = run_batch("--out", str(tmp_path / "out"), data_dir=data_dir)
+    if not bpy.app.build_options.audaspace:  # PyPI bpy 4.2: no sound in this build
+        assert result.returncode == 3
+        assert "has no audio support" in result.stderr and "Traceback" not in result.stderr
+        return
     assert result.returncode == 3, result.stderr
     assert "no CapTalk motion model is bundled yet" in result.stderr
     blend = tmp_path / "out" / "captalk_demo.blend"
