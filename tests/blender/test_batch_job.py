@@ -45,3 +45,23 @@ def test_missing_audio_is_a_clear_error(tmp_path, data_dir):
     assert result.returncode == 2
     assert "audio file not found" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_blender_side_never_loads_torch(tmp_path, data_dir, open_head_file):
+    """Rig import in Blender's process uses numpy only: torch stays in the back end."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import sys, bpy\n"
+        f"sys.path[:0] = [{str(BATCH.parent)!r}, {str(BATCH.parents[1] / 'tests')!r}]\n"
+        "import source_addon, flame_fixtures\n"
+        "source_addon.register_from_source()\n"
+        "bpy.ops.wm.read_factory_settings(use_empty=True)\n"
+        "assert bpy.ops.captalk.add_open_head() == {'FINISHED'}\n"
+        f"path = flame_fixtures.write_flame_npz({str(tmp_path / 'f.npz')!r})\n"
+        "assert bpy.ops.captalk.import_flame(filepath=str(path)) == {'FINISHED'}\n"
+        "print('torch loaded:', 'torch' in sys.modules)\n"
+    )
+    env = dict(os.environ, CAPTALK_DATA_DIR=str(data_dir))
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "torch loaded: False" in result.stdout
