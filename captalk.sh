@@ -3,7 +3,7 @@
 #
 #   ./captalk.sh demo [batch options]   set everything up, then run the main job
 #   ./captalk.sh test [pytest options]  set up what the tests need, then run them all
-#   ./captalk.sh setup [--cuda]         set-up only (--cuda: CUDA build of torch)
+#   ./captalk.sh setup [--cuda|--cpu]   set-up only (--cuda: CUDA build of torch, kept after)
 #
 # Set-up is idempotent: each environment carries a stamp of what was installed into it,
 # so a second run only checks and returns. Nothing is fetched from a model hub: the open
@@ -75,12 +75,16 @@ install_torch() {
 }
 
 setup_backend() {
-  local variant=cpu
+  # Keep the torch build chosen earlier (`setup --cuda`) unless asked again.
+  local variant
+  variant="$(cat "$VENV/.captalk-torch" 2>/dev/null || echo cpu)"
   [ "${1:-}" = "--cuda" ] && variant=cuda
+  [ "${1:-}" = "--cpu" ] && variant=cpu
   install_debian_packages
   make_venv "$VENV" "torch-$variant" "$ROOT/requirements/backend.txt" "$ROOT/requirements/test.txt"
   install_torch "$variant"
   [ -f "$VENV/.captalk-stamp.pending" ] && mv "$VENV/.captalk-stamp.pending" "$VENV/.captalk-stamp"
+  echo "$variant" >"$VENV/.captalk-torch"
   (cd "$ROOT" && "$VENV/bin/python" -m model build-open-head --out "$DATA_DIR/heads/open_head_v1.npz")
   # The add-on reads this to find the back end when its preferences leave it empty.
   mkdir -p "$DATA_DIR"
