@@ -7,18 +7,11 @@ from pathlib import Path
 
 import bpy
 
+from ..model.paths import shared_data_dir
 from .preferences import ADDON_PACKAGE
 
 # The extension's source root: holds `model/`, which the back-end process runs.
 EXTENSION_ROOT = Path(__file__).resolve().parent.parent
-
-
-def shared_data_dir() -> Path:
-    """Data shared with the back end's set-up: $CAPTALK_DATA_DIR, else $XDG_DATA_HOME/captalk."""
-    if os.environ.get("CAPTALK_DATA_DIR"):
-        return Path(os.environ["CAPTALK_DATA_DIR"])
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "captalk"
 
 
 def user_data_dir() -> Path:

@@ -31,6 +31,31 @@ def _info(args) -> None:
     print(json.dumps(meta, indent=2))
 
 
+def _load_motion(path: str, head: HeadModel):
+    """A motion file: .npz with 'motion' (T, C) and, optionally, 'channel_names' (C,)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            motion = data["motion"]
+            names = [str(n) for n in data["channel_names"]] if "channel_names" in data.files else None
+    except (OSError, ValueError, KeyError) as exc:
+        raise HeadModelError(f"'{path}' is not a motion file with a 'motion' array ({exc})") from None
+    if names is not None and names != head.channel_names:
+        raise HeadModelError(f"'{path}' has channels for another head model than '{head.model_id}'")
+    return head.check_motion(motion)
+
+
+def _metrics(args) -> None:
+    from .metrics import sequence_metrics
+    from .paths import default_open_head_file
+
+    head = HeadModel.load(args.head or default_open_head_file())
+    result = sequence_metrics(head, _load_motion(args.pred, head), _load_motion(args.truth, head))
+    for name, value in result.as_dict().items():
+        print(f"{name:10s} {value:10.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     info = commands.add_parser("info", help="print a head-model file's metadata")
     info.add_argument("file")
     info.set_defaults(run=_info)
+
+    metrics = commands.add_parser("metrics", help="LVE, MHD, FDD, LODD, HPDD of a prediction")
+    metrics.add_argument("pred", help="predicted motion (.npz with 'motion')")
+    metrics.add_argument("truth", help="ground-truth motion (.npz with 'motion')")
+    metrics.add_argument("--head", help="head-model file (default: the open head)")
+    metrics.set_defaults(run=_metrics)
 
     args = parser.parse_args(argv)
     try:

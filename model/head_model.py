@@ -55,7 +55,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .rotations import axis_angle_to_matrix
+from .rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 FORMAT_NAME = "captalk-head"
 FORMAT_VERSION = 1
@@ -99,6 +99,8 @@ class HeadModel:
     # Slider range of the expression channels: ARKit weights live in [0, 1], PCA
     # coefficients (FLAME) are unbounded and usually within a few units.
     expression_range: tuple[float, float] = (-10.0, 10.0)
+
+    FRAMES_PER_CHUNK = 128
 
     def __post_init__(self) -> None:
         self.validate()
@@ -161,6 +163,21 @@ class HeadModel:
             rotations[:, self.joint_names.index(joint)] = axis_angle_to_matrix(motion[:, self.rotation_slice(joint)])
         return rotations
 
+    def head_rotation(self, motion: np.ndarray) -> np.ndarray:
+        """(T, C) motion -> (T, 3) axis-angle of the head's world rotation (radians).
+
+        The head is the joint with role 'head'; its rotation composes every joint from
+        the root down to it (FLAME: global then neck; the open head: neck then head).
+        """
+        rotations = self.joint_rotations(motion)
+        chain = [self.joint_names.index(self.joint_roles["head"])]
+        while self.joint_parents[chain[-1]] >= 0:
+            chain.append(int(self.joint_parents[chain[-1]]))
+        world = np.broadcast_to(np.eye(3), rotations.shape[:1] + (3, 3))
+        for j in reversed(chain):  # root first
+            world = world @ rotations[:, j]
+        return matrix_to_axis_angle(world)
+
     def vertices(self, motion: np.ndarray, shape: np.ndarray | None = None) -> np.ndarray:
         """(T, C) motion -> (T, V, 3) posed vertices in metres.
 
@@ -168,6 +185,9 @@ class HeadModel:
         with f(R) = `pose_features`, as FLAME does.
         """
         motion = self.check_motion(motion)
+        if len(motion) > self.FRAMES_PER_CHUNK:  # bounded memory for long clips
+            chunks = range(0, len(motion), self.FRAMES_PER_CHUNK)
+            return np.concatenate([self.vertices(motion[i : i + self.FRAMES_PER_CHUNK], shape) for i in chunks])
         rest, joints = self.rest_vertices(shape)
         expr = motion[:, : self.num_expressions].astype(np.float64)
         verts = rest[None] + np.einsum("te,evc->tvc", expr, self.expression_basis)

