@@ -46,8 +46,11 @@ def find_or_add_head(context) -> bpy.types.Object:
         if obj.get(PROP_PART) == "mesh":
             print(f"CapTalk: using the rig already in the scene: {obj.name}")
             return obj
-    if bpy.ops.captalk.add_open_head() != {"FINISHED"}:
-        raise SystemExit(EXIT_MISSING_PART)
+    try:
+        bpy.ops.captalk.add_open_head()
+    except RuntimeError as exc:  # the operator's ERROR report; it already left the scene as it was
+        print(f"CapTalk: could not add the open head: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_MISSING_PART) from None
     print(f"CapTalk: added the open head: {context.active_object.name}")
     return context.active_object
 
@@ -61,15 +64,16 @@ def main() -> int:
     if not bpy.data.filepath:
         bpy.ops.wm.read_factory_settings(use_empty=True)
     register_from_source()
-    from captalk.captalk_addon.sequencer import NoAudioSupport, add_sound_strip
+    from captalk.captalk_addon.sequencer import AudioError, NoAudioSupport, add_sound_strip, check_audio
 
+    try:
+        check_audio(str(audio))  # before the head, so bad audio changes nothing at all
+    except AudioError as exc:
+        print(f"CapTalk: {exc}", file=sys.stderr)
+        return EXIT_MISSING_PART if isinstance(exc, NoAudioSupport) else EXIT_BAD_INPUT
     context = bpy.context
     find_or_add_head(context)
-    try:
-        strip = add_sound_strip(context.scene, str(audio), args.start_frame)
-    except NoAudioSupport as exc:
-        print(f"CapTalk: {exc}", file=sys.stderr)
-        return EXIT_MISSING_PART
+    strip = add_sound_strip(context.scene, str(audio), args.start_frame)
     print(f"CapTalk: sound strip '{strip.name}' at frame {args.start_frame}, frames up to {context.scene.frame_end}")
 
     out = Path(args.out).resolve()

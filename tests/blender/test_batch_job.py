@@ -40,6 +40,21 @@ def test_main_job_imports_rig_places_audio_and_stops_before_motion(tmp_path, dat
     assert out.stdout.strip().splitlines()[-1] == "1 SOUND True True"
 
 
+@pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00\x00\x00WAVEfmt garbage", bytes(range(256)) * 64])
+def test_unreadable_audio_is_a_clear_error_and_writes_nothing(tmp_path, data_dir, content):
+    audio = tmp_path / "speech.wav"
+    audio.write_bytes(content)
+    out = tmp_path / "out"
+    result = run_batch("--audio", str(audio), "--out", str(out), data_dir=data_dir)
+    if not bpy.app.build_options.audaspace:  # PyPI bpy 4.2 cannot read any audio
+        assert result.returncode == 3 and "has no audio support" in result.stderr
+    else:
+        assert result.returncode == 2, result.stderr
+        assert "is not audio this Blender can read" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
 def test_missing_audio_is_a_clear_error(tmp_path, data_dir):
     result = run_batch("--audio", str(tmp_path / "nope.wav"), "--out", str(tmp_path), data_dir=data_dir)
     assert result.returncode == 2
