@@ -57,11 +57,12 @@ def main() -> None:
     from captalk.captalk_addon.rig_builder import create_rig
     from captalk.model.flame_import import import_flame
     from captalk.model.head_model import HeadModel
+    from captalk.model.paths import OPEN_HEAD_RELATIVE
 
     def fresh_scene():
         bpy.ops.wm.read_factory_settings(use_empty=True)
 
-    open_head_file = find_cached_file("heads/open_head_v1.npz")
+    open_head_file = find_cached_file(OPEN_HEAD_RELATIVE)
     if open_head_file is None:
         sys.exit("build the open head first: ./captalk.sh setup")
     rows = []

@@ -82,7 +82,3 @@ def explain_failure(output: str, returncode: int) -> str:
         )
     return f"CapTalk back end failed: {last}"
 
-
-def run_backend(args: list[str], context=None) -> str:
-    """Run a back-end command to completion (batch mode); returns its output."""
-    return BackendCommand(args, backend_python(context)).finish()

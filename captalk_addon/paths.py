@@ -7,7 +7,7 @@ from pathlib import Path
 
 import bpy
 
-from ..model.paths import shared_data_dir
+from ..model.paths import HEADS_DIR, shared_data_dir
 from .preferences import ADDON_PACKAGE
 
 # The extension's source root: holds `model/`, which the back-end process runs.
@@ -24,7 +24,7 @@ def user_data_dir() -> Path:
 
 
 def heads_dir() -> Path:
-    path = user_data_dir() / "heads"
+    path = user_data_dir() / HEADS_DIR
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -17,10 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .head_model import HeadModel
-from .paths import OPEN_HEAD_RELATIVE
 from .regions import derive_regions
-
-OPEN_HEAD_FILE = OPEN_HEAD_RELATIVE.split("/")[-1]
 
 OPEN_HEAD_ID = "captalk-open-head-v1"
 LICENCE = (

@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-OPEN_HEAD_RELATIVE = "heads/open_head_v1.npz"
+HEADS_DIR = "heads"
+OPEN_HEAD_FILE = "open_head_v1.npz"
+OPEN_HEAD_RELATIVE = f"{HEADS_DIR}/{OPEN_HEAD_FILE}"
 
 
 def shared_data_dir() -> Path:

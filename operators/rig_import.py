@@ -10,7 +10,7 @@ from ..captalk_addon.backend_process import BackendCommand, BackendError, backen
 from ..captalk_addon.paths import find_cached_file, heads_dir
 from ..captalk_addon.rig_builder import create_rig
 from ..model.head_model import HeadModel, HeadModelError
-from ..model.open_head import OPEN_HEAD_FILE
+from ..model.paths import OPEN_HEAD_FILE, OPEN_HEAD_RELATIVE
 
 
 def _object_mode_poll(cls, context) -> bool:
@@ -54,7 +54,7 @@ class CAPTALK_OT_add_open_head(bpy.types.Operator):
         return _object_mode_poll(cls, context)
 
     def execute(self, context):
-        cached = find_cached_file(f"heads/{OPEN_HEAD_FILE}")
+        cached = find_cached_file(OPEN_HEAD_RELATIVE)
         if cached and not self.rebuild:
             return _add_rig(self, context, cached)
         # Building needs torch, so it runs in the back-end process; batch waits for it.

@@ -12,6 +12,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # the back end is imported as the package `model`
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
+from model.paths import OPEN_HEAD_RELATIVE  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
@@ -27,7 +29,7 @@ def open_head_file(data_dir) -> Path:
     Built by $CAPTALK_BACKEND_PYTHON (default: this interpreter), so Blender-only test
     environments get it from the back-end environment.
     """
-    target = data_dir / "heads" / "open_head_v1.npz"
+    target = data_dir / OPEN_HEAD_RELATIVE
     python = os.environ.get("CAPTALK_BACKEND_PYTHON", sys.executable)
     subprocess.run(
         [python, "-m", "model", "build-open-head", "--out", str(target)], cwd=REPO_ROOT, check=True
