@@ -42,7 +42,20 @@ class UnsafePickleError(HeadModelError):
 
 
 # ------------------------------------------------------------------ stand-ins
-class ChumpyStandIn:
+class _StandIn:
+    """Keeps an unpickled object's state (``.state``) and never runs any of its code."""
+
+    def __setstate__(self, state) -> None:
+        self.state = _merge_slot_state(state)
+
+    def _checked_state(self, missing: str) -> dict:
+        state = getattr(self, "state", None)
+        if not isinstance(state, dict):
+            raise HeadModelError(missing)
+        return state
+
+
+class ChumpyStandIn(_StandIn):
     """What a chumpy object unpickles to: its pickled state (``.state``), nothing evaluated.
 
     A plain ``chumpy.ch.Ch`` keeps its value as an ndarray under ``state['x']``.
@@ -50,14 +63,9 @@ class ChumpyStandIn:
 
     chumpy_name = "chumpy"
 
-    def __setstate__(self, state) -> None:
-        self.state = _merge_slot_state(state)
-
     def to_array(self) -> np.ndarray:
         """The wrapped ndarray; raises HeadModelError for chumpy expressions we cannot evaluate."""
-        state = getattr(self, "state", None)
-        if not isinstance(state, dict):
-            raise HeadModelError(f"a {self.chumpy_name} object in the file has no array data")
+        state = self._checked_state(f"a {self.chumpy_name} object in the file has no array data")
         if getattr(self, "_visiting", False):  # a crafted file could make 'x' point back here
             raise HeadModelError(f"a {self.chumpy_name} object in the file refers to itself")
         self._visiting = True
@@ -81,19 +89,14 @@ class ChumpyStandIn:
         )
 
 
-class SparseStandIn:
+class SparseStandIn(_StandIn):
     """What a scipy.sparse matrix unpickles to: ``data, indices, indptr, _shape`` (or coo fields)."""
 
     format = ""
 
-    def __setstate__(self, state) -> None:
-        self.state = _merge_slot_state(state)
-
     def to_array(self) -> np.ndarray:
         """(rows, cols) dense float64 array."""
-        state = getattr(self, "state", None)
-        if not isinstance(state, dict):
-            raise HeadModelError("a sparse matrix in the file has no data")
+        state = self._checked_state("a sparse matrix in the file has no data")
         try:
             shape = tuple(int(n) for n in state.get("_shape", state.get("shape")))
             data = np.asarray(state["data"], dtype=np.float64)
@@ -142,7 +145,7 @@ def _merge_slot_state(state):
 
 def as_array(value) -> np.ndarray:
     """ndarray, chumpy stand-in or sparse stand-in -> plain ndarray (other types raise)."""
-    if isinstance(value, (ChumpyStandIn, SparseStandIn)):
+    if isinstance(value, _StandIn):
         return value.to_array()
     if isinstance(value, np.ndarray):
         return value
@@ -152,7 +155,7 @@ def as_array(value) -> np.ndarray:
 # ----------------------------------------------------------------- unpickler
 def _safe_reconstructor(cls, base, state):
     """copyreg._reconstructor, limited to creating our stand-ins (never calls a real class)."""
-    stand_in = isinstance(cls, type) and issubclass(cls, (ChumpyStandIn, SparseStandIn))
+    stand_in = isinstance(cls, type) and issubclass(cls, _StandIn)
     if not (stand_in and base is object and state is None):
         raise UnsafePickleError(
             f"the file asks copy_reg._reconstructor to build {cls!r} from {base!r}, which a FLAME file never "
