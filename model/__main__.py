@@ -32,18 +32,18 @@ def _info(args) -> None:
 
 
 def _load_motion(path: str, head: HeadModel):
-    """A motion file: .npz with 'motion' (T, C) and, optionally, 'channel_names' (C,)."""
-    import numpy as np
+    from .motion_file import MotionFileError, load_motion
 
     try:
-        with np.load(path, allow_pickle=False) as data:
-            motion = data["motion"]
-            names = [str(n) for n in data["channel_names"]] if "channel_names" in data.files else None
-    except (OSError, ValueError, KeyError) as exc:
-        raise HeadModelError(f"'{path}' is not a motion file with a 'motion' array ({exc})") from None
-    if names is not None and names != head.channel_names:
-        raise HeadModelError(f"'{path}' has channels for another head model than '{head.model_id}'")
-    return head.check_motion(motion)
+        clip = load_motion(path)
+    except MotionFileError as exc:
+        raise HeadModelError(str(exc)) from None
+    if list(clip.channels) != head.channel_names:
+        raise HeadModelError(
+            f"'{path}' has {len(clip.channels)} channels that are not those of head model "
+            f"'{head.model_id}' ({head.num_channels} channels); pass the right --head"
+        )
+    return head.check_motion(clip.motion)
 
 
 def _metrics(args) -> None:
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     info.set_defaults(run=_info)
 
     metrics = commands.add_parser("metrics", help="LVE, MHD, FDD, LODD, HPDD of a prediction")
-    metrics.add_argument("pred", help="predicted motion (.npz with 'motion')")
-    metrics.add_argument("truth", help="ground-truth motion (.npz with 'motion')")
+    metrics.add_argument("pred", help="predicted motion file (.npz, see model.motion_file)")
+    metrics.add_argument("truth", help="ground-truth motion file")
     metrics.add_argument("--head", help="head-model file (default: the open head)")
     metrics.set_defaults(run=_metrics)
 

@@ -1,0 +1,76 @@
+"""The motion file: what `generate` writes, the dataset stores per clip and `metrics` reads.
+
+A ``.npz`` (read with ``allow_pickle=False``) holding
+
+    motion    (T, C) float32   channels as `head_model` defines them, frame i at i / fps
+    channels  (C,) str         channel names (``HeadModel.channel_names``)
+    fps       () float         frames per second (25.0 for everything CapTalk makes)
+    meta      () str           JSON object: head-model id and whatever the writer records
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import MOTION_FPS
+
+
+class MotionFileError(ValueError):
+    """A motion file that cannot be read or does not fit; the message says why."""
+
+
+@dataclass(frozen=True)
+class MotionClip:
+    motion: np.ndarray  # (T, C) float32
+    channels: tuple[str, ...]
+    fps: float = MOTION_FPS
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.motion.shape[0])
+
+
+def save_motion(path: str | os.PathLike, clip: MotionClip) -> Path:
+    """Write atomically, so a reader (or a resumed job) never sees half a file."""
+    path = Path(path)
+    if clip.motion.ndim != 2 or clip.motion.shape[1] != len(clip.channels):
+        raise MotionFileError(f"motion {clip.motion.shape} does not match {len(clip.channels)} channels")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(handle)
+    try:
+        np.savez(
+            temporary,
+            motion=np.asarray(clip.motion, dtype=np.float32),
+            channels=np.array(clip.channels),
+            fps=np.float64(clip.fps),
+            meta=np.array(json.dumps(clip.meta)),
+        )
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def load_motion(path: str | os.PathLike) -> MotionClip:
+    """Read and check a motion file (shape, channel count, finite values)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            motion = np.asarray(data["motion"], dtype=np.float32)
+            channels = tuple(str(name) for name in data["channels"])
+            fps = float(data["fps"]) if "fps" in data.files else MOTION_FPS
+            meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise MotionFileError(f"'{path}' is not a motion file ({exc})") from None
+    if motion.ndim != 2 or motion.shape[1] != len(channels):
+        raise MotionFileError(f"'{path}': motion {motion.shape} does not match {len(channels)} channel names")
+    if not np.isfinite(motion).all():
+        raise MotionFileError(f"'{path}': motion contains NaN or infinite values")
+    return MotionClip(motion=motion, channels=channels, fps=fps, meta=meta)

@@ -1,0 +1,1 @@
+"""Speech for the data engine: voices with phoneme timings, forced alignment, sentences."""
