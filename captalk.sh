@@ -22,7 +22,8 @@ export ANNY_CACHE_DIR="${ANNY_CACHE_DIR:-$DATA_DIR/anny}"
 DEBIAN_PACKAGES=(
   python3-venv python3.11-venv          # virtual environments
   libsndfile1                           # soundfile (audio I/O)
-  flite                                 # speech synthesis for the data engine
+  flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts   # voices for the data engine
+  pocketsphinx-testdata                 # real LibriVox speech with transcripts (evaluation, tests)
   libegl1 libgl1 libgl1-mesa-dri libegl-mesa0   # Blender rendering without a GPU (Mesa)
   libxkbcommon0 libsm6 libxi6 libxrender1 libxxf86vm1 libxfixes3   # libraries bpy opens
 )
@@ -81,8 +82,11 @@ setup_backend() {
   [ "${1:-}" = "--cuda" ] && variant=cuda
   [ "${1:-}" = "--cpu" ] && variant=cpu
   install_debian_packages
-  make_venv "$VENV" "torch-$variant" "$ROOT/requirements/backend.txt" "$ROOT/requirements/test.txt"
+  # torch first: otherwise a package that depends on it (sentence-transformers) pulls the
+  # multi-GB CUDA build from PyPI.
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   install_torch "$variant"
+  make_venv "$VENV" "torch-$variant" "$ROOT/requirements/backend.txt" "$ROOT/requirements/test.txt"
   [ -f "$VENV/.captalk-stamp.pending" ] && mv "$VENV/.captalk-stamp.pending" "$VENV/.captalk-stamp"
   echo "$variant" >"$VENV/.captalk-torch"
   (cd "$ROOT" && "$VENV/bin/python" -m model build-open-head --out "$DATA_DIR/heads/open_head_v1.npz")

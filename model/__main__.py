@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .head_model import HeadModel, HeadModelError
 
@@ -56,6 +59,64 @@ def _metrics(args) -> None:
         print(f"{name:10s} {value:10.4f}")
 
 
+def _data_synth(args) -> None:
+    from .data.synth import synthesize_dataset
+
+    voices = args.voices.split(",") if args.voices else None
+    summary = synthesize_dataset(args.out, args.hours, workers=args.workers, seed=args.seed, voices=voices)
+    print(json.dumps(summary, indent=2))
+
+
+def _data_check(args) -> None:
+    from .data.dataset import open_dataset
+
+    dataset = open_dataset(args.dir)
+    print(dataset.report())
+    if dataset.bad:
+        raise DataCommandError(f"{len(dataset.bad)} clips cannot be used (listed above)")
+
+
+def _data_teach(args) -> None:
+    from .audio import load_audio
+    from .data.controls import ControlSegment, EmotionControls, StyleControls
+    from .data.teacher import Teacher
+    from .motion_file import MotionClip, save_motion
+    from .speech.alignment import align
+
+    audio = load_audio(args.audio)
+    transcript = Path(args.transcript).read_text() if Path(args.transcript).is_file() else args.transcript
+    phones = align(audio, transcript)
+    head = HeadModel.load(args.head or _default_head())
+    style = StyleControls(mouth=args.mouth, head=args.head_motion, tempo=args.tempo, tone=args.tone)
+    segment = ControlSegment(0.0, style, EmotionControls(args.emotion, args.intensity))
+    motion = Teacher(head.channel_names).animate(audio, phones, [segment], np.random.default_rng(args.seed))
+    meta = {"head_model": head.model_id, "source": "teacher (forced alignment)", "audio": str(args.audio),
+            "controls": {"style": style.__dict__, "emotion": segment.emotion.__dict__}}
+    save_motion(args.out, MotionClip(motion, tuple(head.channel_names), meta=meta))
+    print(f"teacher motion: {args.out} ({len(motion)} frames, {len(phones)} phones aligned)")
+
+
+def _default_head() -> Path:
+    from .paths import default_open_head_file
+
+    return default_open_head_file()
+
+
+class DataCommandError(ValueError):
+    """A data command that finished but found a problem (exit status 2)."""
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input, not a bug: printed as one clear line with exit status 2."""
+    from .audio import AudioError
+    from .data.controls import ControlError
+    from .data.dataset import DatasetError
+    from .data.synth import SynthError
+    from .motion_file import MotionFileError
+
+    return (HeadModelError, DataCommandError, AudioError, ControlError, DatasetError, SynthError, MotionFileError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -83,10 +144,36 @@ def main(argv: list[str] | None = None) -> int:
     metrics.add_argument("--head", help="head-model file (default: the open head)")
     metrics.set_defaults(run=_metrics)
 
+    data = commands.add_parser("data", help="training data: synthesise, check, teacher animation")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    synth = data_commands.add_parser("synth", help="make a dataset from synthetic speech + the teacher")
+    synth.add_argument("--out", required=True, help="dataset folder (resumed if it exists)")
+    synth.add_argument("--hours", type=float, required=True, help="total length of the clips")
+    synth.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--voices", help="comma-separated voice ids (default: every installed voice)")
+    synth.set_defaults(run=_data_synth)
+    check = data_commands.add_parser("check", help="validate a dataset and list unusable clips")
+    check.add_argument("dir")
+    check.set_defaults(run=_data_check)
+    teach = data_commands.add_parser("teach", help="teacher animation of a recording with its transcript")
+    teach.add_argument("--audio", required=True)
+    teach.add_argument("--transcript", required=True, help="the words spoken (text or a text file)")
+    teach.add_argument("--out", required=True, help="motion file to write (.npz)")
+    teach.add_argument("--head", help="head-model file with ARKit channels (default: the open head)")
+    teach.add_argument("--emotion", default="neutral")
+    teach.add_argument("--intensity", default="medium")
+    teach.add_argument("--mouth", default="normal")
+    teach.add_argument("--head-motion", default="moderate")
+    teach.add_argument("--tempo", default="normal")
+    teach.add_argument("--tone", default="neutral")
+    teach.add_argument("--seed", type=int, default=0)
+    teach.set_defaults(run=_data_teach)
+
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except HeadModelError as exc:
+    except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

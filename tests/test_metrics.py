@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from model.head_model import HeadModel
+from model.motion_file import MotionClip, save_motion
 from model.metrics import (
     head_pose_dynamics_deviation,
     lip_opening_dynamics_deviation,
@@ -83,8 +84,8 @@ def test_metrics_command_prints_all_five(tmp_path, open_head_file):
     truth = head.neutral_motion(10)
     pred = truth.copy()
     pred[:, head.expression_names.index("jawOpen")] = np.linspace(0, 1, 10)
-    np.savez(tmp_path / "pred.npz", motion=pred, channel_names=np.array(head.channel_names))
-    np.savez(tmp_path / "truth.npz", motion=truth)
+    save_motion(tmp_path / "pred.npz", MotionClip(pred, tuple(head.channel_names)))
+    save_motion(tmp_path / "truth.npz", MotionClip(truth, tuple(head.channel_names)))
     out = subprocess.run(
         [sys.executable, "-m", "model", "metrics", str(tmp_path / "pred.npz"), str(tmp_path / "truth.npz"),
          "--head", str(open_head_file)],
@@ -94,10 +95,10 @@ def test_metrics_command_prints_all_five(tmp_path, open_head_file):
     assert set(values) == {"lve_mm", "mhd_mm", "fdd_mm", "lodd_mm", "hpdd_deg"}
     assert float(values["lve_mm"]) > 5 and float(values["hpdd_deg"]) == 0
     wrong = tmp_path / "wrong.npz"
-    np.savez(wrong, motion=np.zeros((10, 7)))
+    save_motion(wrong, MotionClip(np.zeros((10, 7), np.float32), tuple("abcdefg")))
     failed = subprocess.run([sys.executable, "-m", "model", "metrics", str(wrong), str(tmp_path / "truth.npz"),
                              "--head", str(open_head_file)], capture_output=True, text=True, cwd=head_root())
-    assert failed.returncode == 2 and "(frames, 55)" in failed.stderr
+    assert failed.returncode == 2 and "not those of head model" in failed.stderr
 
 
 def head_root() -> Path:
