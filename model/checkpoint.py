@@ -1,0 +1,175 @@
+"""CapTalk checkpoints: safetensors weights plus JSON, never pickle.
+
+A checkpoint is a folder::
+
+    captalk.json          the manifest (below)
+    codec.safetensors     MotionCodec weights (stage 1)
+    ar.safetensors        autoregressive model weights (stage 2), once trained
+
+``captalk.json``::
+
+    format            "captalk-checkpoint"
+    format_version    1
+    head_model        head-model id the motion is for (e.g. "captalk-open-head-v1")
+    channels          the motion channel names, in order (the rig must have them)
+    channel_signature HeadModel.channel_signature() of that head
+    stats             ChannelStats.to_dict(): per-channel normalisation
+    codec             CodecConfig.to_dict()
+    ar                the AR model's config dict (absent before stage 2)
+    speech_encoder    speech encoder id (model.encoders)
+    text_encoder      text encoder id
+    training          free-form summary: data, steps, time, seeds, metrics
+
+Training state for resuming (optimiser moments, step, RNG) is stored the same way
+(`save_state` / `load_state`): nested dicts of tensors flattened into safetensors keys,
+everything else in JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT_NAME = "captalk-checkpoint"
+FORMAT_VERSION = 1
+MANIFEST = "captalk.json"
+_SEPARATOR = "/"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, or does not fit what it is asked to do."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def write_manifest(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> Path:
+    """Write ``captalk.json`` (format fields added); other keys as given."""
+    path = Path(folder) / MANIFEST
+    content = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **manifest}
+    _atomic_write(path, lambda name: Path(name).write_text(json.dumps(content, indent=2)))
+    return path
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"'{folder}' is not a CapTalk checkpoint (no {MANIFEST})") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"'{path}' cannot be read ({exc})") from None
+    if manifest.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"'{path}' is not a {FORMAT_NAME} manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"'{folder}' was written by a newer CapTalk (format {manifest['format_version']})")
+    return manifest
+
+
+def save_weights(folder: str | os.PathLike, name: str, module: torch.nn.Module) -> Path:
+    """``module``'s state dict -> ``<folder>/<name>.safetensors`` (contiguous CPU copies)."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    path = Path(folder) / f"{name}.safetensors"
+    _atomic_write(path, lambda temporary: save_file(state, temporary))
+    return path
+
+
+def load_weights(folder: str | os.PathLike, name: str, module: torch.nn.Module, device="cpu") -> torch.nn.Module:
+    """Load ``<folder>/<name>.safetensors`` into ``module`` strictly; clear errors on mismatch."""
+    path = Path(folder) / f"{name}.safetensors"
+    try:
+        state = load_file(str(path), device=str(device))
+    except FileNotFoundError:
+        raise CheckpointError(f"'{folder}' has no {name} weights ({path.name})") from None
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"'{path}' cannot be read ({exc})") from None
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(f"'{path}' does not match this model's architecture ({str(exc).splitlines()[-1].strip()})") from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"'{path}' does not match this model's architecture "
+            f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})"
+        )
+    return module
+
+
+def check_fits(manifest: Mapping[str, Any], channels: list[str] | tuple[str, ...], head_model: str | None = None) -> None:
+    """Raise `CheckpointError` unless the checkpoint drives exactly these motion channels."""
+    theirs = list(manifest.get("channels", []))
+    if list(channels) == theirs:
+        return
+    missing = [c for c in theirs if c not in channels]
+    extra = [c for c in channels if c not in theirs]
+    raise CheckpointError(
+        f"the model was trained for head model '{manifest.get('head_model')}' ({len(theirs)} channels) and does "
+        f"not fit {'head model ' + repr(head_model) if head_model else 'this rig'} ({len(channels)} channels; "
+        f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}, extra {extra[:4]}{'...' if len(extra) > 4 else ''}). "
+        "Use a checkpoint trained for this head model, or the head model this checkpoint was trained for."
+    )
+
+
+def _flatten(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Tensors -> ``tensors[key]`` and a JSON placeholder; containers recurse; scalars kept."""
+    if isinstance(tree, torch.Tensor):
+        tensors[prefix] = tree.detach().to("cpu").contiguous()
+        return {"__tensor__": prefix}
+    if isinstance(tree, Mapping):
+        return {"__dict__": [[_flatten(k, f"{prefix}{_SEPARATOR}k{i}", tensors), _flatten(v, f"{prefix}{_SEPARATOR}{i}", tensors)]
+                             for i, (k, v) in enumerate(tree.items())]}
+    if isinstance(tree, (list, tuple)):
+        return {"__list__": [_flatten(v, f"{prefix}{_SEPARATOR}{i}", tensors) for i, v in enumerate(tree)],
+                "tuple": isinstance(tree, tuple)}
+    if tree is None or isinstance(tree, (bool, int, float, str)):
+        return tree
+    raise TypeError(f"cannot store {type(tree).__name__} in a checkpoint state")
+
+
+def _unflatten(tree: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(tree, dict):
+        if "__tensor__" in tree:
+            return tensors[tree["__tensor__"]]
+        if "__dict__" in tree:
+            return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in tree["__dict__"]}
+        if "__list__" in tree:
+            items = [_unflatten(v, tensors) for v in tree["__list__"]]
+            return tuple(items) if tree.get("tuple") else items
+    return tree
+
+
+def save_state(path_stem: str | os.PathLike, state: Any) -> None:
+    """Any nest of dicts/lists/tensors/scalars (an optimiser's state_dict, RNG states, the
+    step) -> ``<stem>.safetensors`` + ``<stem>.json``; written tensors first, JSON last, so a
+    JSON file on disk always has its tensors."""
+    stem = Path(path_stem)
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _flatten(state, "s", tensors)
+    _atomic_write(stem.with_suffix(".safetensors"), lambda temporary: save_file(tensors, temporary))
+    _atomic_write(stem.with_suffix(".json"), lambda temporary: Path(temporary).write_text(json.dumps(structure)))
+
+
+def load_state(path_stem: str | os.PathLike, device="cpu") -> Any:
+    stem = Path(path_stem)
+    try:
+        structure = json.loads(stem.with_suffix(".json").read_text())
+        tensors = load_file(str(stem.with_suffix(".safetensors")), device=str(device))
+    except FileNotFoundError:
+        raise CheckpointError(f"no training state at '{stem}'") from None
+    except Exception as exc:
+        raise CheckpointError(f"training state '{stem}' cannot be read ({exc})") from None
+    return _unflatten(structure, tensors)
