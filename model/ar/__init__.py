@@ -1,0 +1,1 @@
+"""Stage 2: the speech- and caption-conditioned autoregressive model over codec codes."""
