@@ -96,10 +96,81 @@ def _data_teach(args) -> None:
     print(f"teacher motion: {args.out} ({len(motion)} frames, {len(phones)} phones aligned)")
 
 
+def _generate(args) -> None:
+    from .audio import load_audio
+    from .generate import GenerationOptions, Generator
+    from .motion_file import save_motion
+    from .schedule import load_schedule, parse_schedule
+
+    audio = load_audio(args.audio)  # bad audio fails before the model loads
+    if args.schedule:
+        schedule = load_schedule(args.schedule, args.style, args.emotion)
+    else:
+        schedule = parse_schedule(None, args.style, args.emotion)
+    head = HeadModel.load(args.head) if args.head else None
+    generator = Generator.load(args.checkpoint, device=args.device,
+                               head_channels=head.channel_names if head else None,
+                               head_model=head.model_id if head else None)
+    options = GenerationOptions(seed=args.seed, guidance=args.guidance, style_guidance=args.style_guidance,
+                                emotion_guidance=args.emotion_guidance, temperature=args.temperature,
+                                top_p=args.top_p, takes=args.takes, smoothing=not args.no_smoothing)
+    results = generator.generate(audio, schedule, options)
+    results = results if isinstance(results, list) else [results]
+    out = Path(args.out)
+    for take, result in enumerate(results, start=1):
+        path = out if len(results) == 1 else out.with_name(f"{out.stem}_take{take}{out.suffix or '.npz'}")
+        clip = result.to_clip()
+        clip.meta["audio"] = str(args.audio)
+        save_motion(path, clip)
+        seconds = result.meta["timings"]["total_s"]
+        print(f"motion: {path} ({len(result.motion)} frames at {result.fps:g} fps, {len(result.channels)} channels, "
+              f"seed {result.meta['seed']}; generated in {seconds:.1f} s on {result.meta['device']})")
+
+
 def _default_head() -> Path:
     from .paths import default_open_head_file
 
     return default_open_head_file()
+
+
+
+def _train_config(args):
+    from .train.loop import TrainConfig
+
+    return TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, val_every=args.val_every,
+                       save_every=args.save_every, log_every=args.log_every, warmup_steps=args.warmup,
+                       workers=args.workers, stop_after=args.stop_after)
+
+
+def _run_training(train, *arguments) -> None:
+    """Training errors print as one line (exit 2); a run stopped by a signal exits 130."""
+    from .checkpoint import CheckpointError
+    from .train.loop import TrainingError
+
+    try:
+        result = train(*arguments)
+    except (TrainingError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if result.interrupted:
+        raise SystemExit(130)
+
+
+def _train_codec(args) -> None:
+    from .train.codec_stage import CodecRun, train_codec
+
+    run = CodecRun(data=Path(args.data), out=Path(args.out), size=args.size, dropout=args.dropout,
+                   head=Path(args.head) if args.head else None, device=args.device, val_windows=args.val_windows)
+    _run_training(train_codec, run, _train_config(args))
+
+
+def _train_ar(args) -> None:
+    from .train.ar_stage import ARRun, train_ar
+
+    run = ARRun(data=Path(args.data), checkpoint=Path(args.checkpoint), size=args.size, dropout=args.dropout,
+                device=args.device, val_windows=args.val_windows, speech_encoder=args.speech_encoder,
+                text_encoder=args.text_encoder, cache=Path(args.cache) if args.cache else None)
+    _run_training(train_ar, run, _train_config(args))
 
 
 class DataCommandError(ValueError):
@@ -109,12 +180,16 @@ class DataCommandError(ValueError):
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input, not a bug: printed as one clear line with exit status 2."""
     from .audio import AudioError
+    from .checkpoint import CheckpointError
     from .data.controls import ControlError
     from .data.dataset import DatasetError
     from .data.synth import SynthError
+    from .generate import GenerationError
     from .motion_file import MotionFileError
+    from .schedule import ScheduleError
 
-    return (HeadModelError, DataCommandError, AudioError, ControlError, DatasetError, SynthError, MotionFileError)
+    return (HeadModelError, DataCommandError, AudioError, ControlError, DatasetError, SynthError, MotionFileError,
+            CheckpointError, ScheduleError, GenerationError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +244,56 @@ def main(argv: list[str] | None = None) -> int:
     teach.add_argument("--tone", default="neutral")
     teach.add_argument("--seed", type=int, default=0)
     teach.set_defaults(run=_data_teach)
+
+    train = commands.add_parser("train", help="train the motion codec (stage 1) or the AR model (stage 2)")
+    train_commands = train.add_subparsers(dest="train_command", required=True)
+    train_codec = train_commands.add_parser("codec", help="stage 1: the motion codec, into a new checkpoint folder")
+    train_codec.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a training state)")
+    train_codec.add_argument("--head", help="head-model file of the dataset's motion (default: the open head)")
+    train_codec.set_defaults(run=_train_codec)
+    train_ar = train_commands.add_parser("ar", help="stage 2: the AR model, on a checkpoint's trained codec")
+    train_ar.add_argument("--checkpoint", required=True, help="checkpoint folder holding a trained codec")
+    train_ar.add_argument("--speech-encoder", default="whisper-tiny.en",
+                          help="whisper-tiny.en (default), logmel, or a transformers speech-model folder")
+    train_ar.add_argument("--text-encoder", default="minilm", help="minilm (default) or a transformers text-model folder")
+    train_ar.add_argument("--cache", help="feature cache folder (default: DATA/.cache/features)")
+    train_ar.set_defaults(run=_train_ar)
+    for stage in (train_codec, train_ar):
+        stage.add_argument("--data", required=True, help="dataset folder (python -m model data synth)")
+        stage.add_argument("--steps", type=int, default=20000, help="optimiser steps; the LR schedule spans them")
+        stage.add_argument("--batch", type=int, default=32, help="global batch, split evenly across processes")
+        stage.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW)")
+        stage.add_argument("--warmup", type=int, default=1000, help="warm-up steps (at most a tenth of --steps)")
+        stage.add_argument("--size", choices=("tiny", "small", "base"), default="small", help="model size preset")
+        stage.add_argument("--dropout", type=float, help="dropout (default: the model's)")
+        stage.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        stage.add_argument("--seed", type=int, default=0)
+        stage.add_argument("--val-every", type=int, default=1000, help="validate every N steps (an 'epoch')")
+        stage.add_argument("--val-windows", type=int, default=32, help="fixed validation windows")
+        stage.add_argument("--save-every", type=int, default=500, help="save the training state every N steps")
+        stage.add_argument("--log-every", type=int, default=25, help="log training losses every N steps")
+        stage.add_argument("--workers", type=int, default=1, help="threads building batches ahead (0: none)")
+        stage.add_argument("--stop-after", type=int, help="stop after this step (state saved; rerun to go on)")
+
+    generate = commands.add_parser("generate", help="animate speech audio with a trained checkpoint")
+    generate.add_argument("--audio", required=True, help="speech recording (any rate/channels libsndfile reads)")
+    generate.add_argument("--style", default="", help="style caption (free text; default none)")
+    generate.add_argument("--emotion", default="", help="emotion caption (free text; default none)")
+    generate.add_argument("--schedule", help="JSON caption schedule (see model/schedule.py); --style/--emotion "
+                          "are then the captions before its first entry")
+    generate.add_argument("--checkpoint", help="checkpoint folder (default: <repo>/checkpoints/default)")
+    generate.add_argument("--head", help="head-model file of the target rig: refuse a checkpoint that does not fit it")
+    generate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--guidance", type=float, default=2.0, help="caption guidance scale (1 = none)")
+    generate.add_argument("--style-guidance", type=float, help="style caption's own scale (default: --guidance)")
+    generate.add_argument("--emotion-guidance", type=float, help="emotion caption's own scale (default: --guidance)")
+    generate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    generate.add_argument("--top-p", type=float, default=0.97)
+    generate.add_argument("--takes", type=int, default=1, help="takes to make (OUT_take<N>.npz each when > 1)")
+    generate.add_argument("--no-smoothing", action="store_true", help="skip the Savitzky-Golay smoothing")
+    generate.add_argument("--out", required=True, help="motion file to write (.npz, see model.motion_file)")
+    generate.set_defaults(run=_generate)
 
     args = parser.parse_args(argv)
     try:

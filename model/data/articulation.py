@@ -8,7 +8,7 @@ after it (carry-over, faster). Consonants hold lip rounding weakly, so the round
 "oo" in "soon" already shows on the "s" - the coarticulation animators look for.
 
 Bilabial closure is not averaged: it is a plateau that holds the lips shut for the
-whole /p b m/ (at least one motion frame) and releases over 60 ms, because averaged
+whole /p b m/ (at least one motion frame) and releases over 45 ms, because averaged
 closure never quite closes and a lip-sync that does not close on "b" looks wrong.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ OPEN_VOWELS = ("aa", "ae", "ah", "ao", "aw", "ay")
 ANTICIPATION_S = 0.07
 CARRY_OVER_S = 0.05
 CLOSURE_MIN_HALF_S = 0.025  # a closure lasts at least ~one 25 fps frame
-CLOSURE_RELEASE_S = 0.06
+CLOSURE_RELEASE_S = 0.045
 CONTEXT_S = 0.6  # phones further than this from a frame do not affect it
 
 # phone -> {parameter: (target, dominance)}; parameters not listed use the class default

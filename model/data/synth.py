@@ -18,12 +18,16 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..audio import SAMPLE_RATE, save_audio
 from ..motion_file import MotionClip, save_motion
 from ..speech.phones import SILENCE, Phone
+
+if TYPE_CHECKING:
+    from ..speech.voices import Voice
 from .controls import (
     EMOTIONS, HEAD_GAIN, INTENSITY_WEIGHT, MOUTH_GAIN, SPEAKERS_ANY, SPEAKERS_FEMALE, SPEAKERS_MALE,
     TEMPO_RATE, TONES, ControlSegment, EmotionControls, StyleControls,
@@ -83,13 +87,13 @@ def sample_emotion(rng: np.random.Generator, other_than: str | None = None) -> E
 class Planner:
     """Deterministic clip plans from a seed (see the module docstring)."""
 
-    def __init__(self, seed: int, sentences: dict[str, list[str]], voices: dict[str, str]):
-        """``sentences``: split -> sentences; ``voices``: voice id -> sex."""
+    def __init__(self, seed: int, sentences: dict[str, list[str]], voices: dict[str, "Voice"]):
+        """``sentences``: split -> sentences; ``voices``: voice id -> `model.speech.voices.Voice`."""
         self.seed = seed
         self.sentences = sentences
         self.test_voices = sorted(v for v in voices if v in TEST_VOICES)
         self.train_voices = sorted(v for v in voices if v not in TEST_VOICES)
-        self.sex = voices
+        self.voices = voices
         if not self.train_voices:
             raise SynthError("no training voices available (install an engine or choose other --voices)")
 
@@ -98,7 +102,7 @@ class Planner:
         split = _pick(rng, SPLIT_SHARES) if self.test_voices else _pick(rng, {"train": 0.9, "val": 0.1})
         voices = self.test_voices if split == "test" else self.train_voices
         voice = voices[rng.integers(len(voices))]
-        style = sample_style(rng, self.sex[voice])
+        style = sample_style(rng, self.voices[voice].sex)
         rate = TEMPO_RATE[style.tempo] * rng.uniform(0.93, 1.07)
         aimed = rng.uniform(*CLIP_SECONDS)
         pool = self.sentences[split]
@@ -109,9 +113,10 @@ class Planner:
             sentences.append(sentence)
             words += len(sentence.split())
         pauses = tuple(rng.uniform(0.15, 0.6) for _ in range(len(sentences) + 1))
+        pitch = rng.uniform(0.88, 1.14)  # drawn for every voice so plans stay aligned across voice sets
         return ClipPlan(
             index=index, clip_id=f"c{index:07d}", split=split, voice=voice, sentences=tuple(sentences),
-            rate=float(rate), pitch=float(rng.uniform(0.88, 1.14)), pauses=pauses, style=style,
+            rate=float(rate), pitch=float(pitch) if self.voices[voice].pitch_control else 1.0, pauses=pauses, style=style,
             emotion=sample_emotion(rng), seed=int(rng.integers(2**31)),
         )
 
@@ -157,10 +162,22 @@ def speak(plan: ClipPlan) -> tuple[np.ndarray, tuple[Phone, ...]]:
         clock += len(utterance.audio) / SAMPLE_RATE
     silence(plan.pauses[-1])
     audio = np.concatenate(pieces)
+    phones = _merge_silences(phones)
     peak = np.abs(audio).max()
     if peak > 0:  # engines differ a lot in level; normalise to a common peak with a random gain
         audio = audio / peak * np.random.default_rng(plan.seed).uniform(0.4, 0.9)
-    return audio.astype(np.float32), tuple(phones)
+    return audio.astype(np.float32), phones
+
+
+def _merge_silences(phones: list[Phone]) -> tuple[Phone, ...]:
+    """Join neighbouring pauses (ours and the engine's leading/trailing silence) into one."""
+    merged: list[Phone] = []
+    for phone in phones:
+        if merged and phone.label == SILENCE and merged[-1].label == SILENCE:
+            merged[-1] = Phone(SILENCE, merged[-1].start, phone.end)
+        else:
+            merged.append(phone)
+    return tuple(merged)
 
 
 def make_clip(plan: ClipPlan, out_dir: str, channels: tuple[str, ...], head_model: str) -> dict:
@@ -237,7 +254,7 @@ def synthesize_dataset(out_dir: str | os.PathLike, hours: float, workers: int = 
     sentences: dict[str, list[str]] = {s: [] for s in ("train", "val", "test")}
     for sentence in load_sentences():
         sentences[sentence_split(sentence)].append(sentence)
-    planner = Planner(seed, sentences, {v: VOICES[v].sex for v in chosen})
+    planner = Planner(seed, sentences, {v: VOICES[v] for v in chosen})
 
     _check_resume(out, {"seed": seed, "voices": sorted(chosen)})
     manifest = out / MANIFEST_FILE
