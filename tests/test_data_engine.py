@@ -280,3 +280,29 @@ def test_synth_command_makes_resumes_and_reproduces_a_dataset(tmp_path):
     wrong = subprocess.run(command + ["--seed", "5", "--out", str(tmp_path / "a")], capture_output=True,
                            text=True, cwd=REPO_ROOT)
     assert wrong.returncode == 2 and "use another folder" in wrong.stderr
+
+
+def test_teach_command_animates_a_real_recording_from_its_transcript(tmp_path, head):
+    """Real speech (LibriVox) + transcript -> forced alignment -> teacher motion."""
+    from test_speech import LIBRIVOX, librivox
+
+    stem = "sense_and_sensibility_01_austen_64kb-0930"
+    out = tmp_path / "teacher.npz"
+    result = subprocess.run(
+        [sys.executable, "-m", "model", "data", "teach", "--audio", str(LIBRIVOX / f"{stem}.wav"),
+         "--transcript", librivox()[stem], "--out", str(out), "--emotion", "happy", "--intensity", "strong"],
+        capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    clip = load_motion(out)
+    import soundfile
+
+    seconds = soundfile.info(str(LIBRIVOX / f"{stem}.wav")).duration
+    assert abs(clip.num_frames - seconds * 25) <= 1 and clip.channels == tuple(head.channel_names)
+    assert clip.meta["head_model"] == OPEN_HEAD_ID
+    opening = lip_opening(head.vertices(clip.motion) * 1000, head.regions["lip_pairs"])
+    assert opening.max() - opening.min() > 4.0  # it speaks
+    assert smile(clip.motion, head).mean() > 0.4
+    bad = subprocess.run([sys.executable, "-m", "model", "data", "teach", "--audio", str(tmp_path / "none.wav"),
+                          "--transcript", "hello", "--out", str(tmp_path / "x.npz")],
+                         capture_output=True, text=True, cwd=REPO_ROOT)
+    assert bad.returncode == 2 and "not a readable audio file" in bad.stderr and not (tmp_path / "x.npz").exists()
