@@ -1,0 +1,622 @@
+"""Generation: audio + caption schedule -> motion, with a trained checkpoint.
+
+    generator = Generator.load("checkpoints/default", device="auto")
+    result = generator.generate("speech.wav", parse_schedule(None, "a calm old man", "happy"),
+                                GenerationOptions(seed=1))
+    result.motion  # (T, C) float32 in real units, T = model.audio.frame_count(samples), 25 fps
+
+Windows. Speech features are computed once for the whole clip. The clip is cut into
+windows of W frames; each window's codes are predicted scale by scale (CFG batched) and
+decoded by the codec with the previous W generated frames as its prefix, so the motion
+runs on continuously across window borders. The last window runs past the audio (speech
+marked invalid there) and is cropped.
+
+Caption changes re-window. A segment taking effect at frame c (`model.schedule`) ends the
+window in progress at c (its frames from c on are discarded) and starts a new window at
+c, whose prefix is the W frames generated before c. So the frames before c come from
+windows that never saw the new captions (bit-identical to a run without the change), the
+new captions act from frame c itself, and the codec's prefix keeps the motion continuous
+through c. Windows therefore never span a change and always carry a single caption
+segment; the AR model's coverage mixing (`model.ar.attention`) is used in training only.
+A change before frame W has fewer than W frames before it: the prefix is left-padded by
+repeating the first frame (a still start).
+
+Border blending (``GenerationOptions.border_blend``, frames). The codec decodes each
+window with the frames before it as context, which a trained codec continues smoothly;
+what is left of a jump (an imperfect model, a sampled code far from the prefix) is faded
+out over the first frames of the new window, as inertialization does in game animation:
+the offset o = (p_-1 + v_p) - x_0 between where the motion was heading (last frame p_-1
+plus its last step v_p) and where the new window starts (x_0) is added with a
+raised-cosine weight from 1 at the border to 0 after ``border_blend`` frames (default
+8 = 0.32 s), so the step across the border is the step before it. Only the new window's
+frames change, so the guarantees above hold; 0 turns it off. ``meta["border_offsets"]``
+records max |o| per border in data standard deviations: large values flag a checkpoint
+whose decoder does not continue its prefix.
+
+Smoothing (``GenerationOptions.smoothing``): a Savitzky-Golay filter of order 2 over 5
+frames for expression channels and jaw / eye rotations, 9 frames for the other joint
+rotations (head pose), as ARTalk. It runs per caption section (between changes), so it
+never carries a later caption back in time: the last frames before a change are smoothed
+with the cut window's continuation under the old captions (what a run without the change
+shows there), so they too stay identical, unless the change falls within 8 frames of the
+end of the window in progress (then its last 4 frames before the change take the edge
+rule instead; turn smoothing off for exact identity everywhere). It streams with a delay
+of 4 frames.
+
+Streaming: `Generator.iter_windows` yields each window's final frames as soon as they are
+made (`MotionChunk`); `Generator.generate` is that stream concatenated, so the two give
+identical motion. Takes: take i samples with seed ``seed + i`` (`model.ar.sampling`); all
+takes run in the same batch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .ar.model import ARConfig, CapTalkAR
+from .ar.sampling import generators, guidance_terms, guide, sample_bits
+from .audio import MOTION_FPS, SAMPLE_RATE, frame_count, load_audio, to_mono_16k
+from .checkpoint import CheckpointError, check_fits, load_weights, read_manifest
+from .codec.codec import CodecConfig, MotionCodec
+from .codec.normalise import ChannelStats
+from .head_model import ROTATION_AXES
+from .motion_file import MotionClip
+from .schedule import Schedule, parse_schedule
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENCODER_SHARE = 0.05  # progress given to the speech and text encoders; windows share the rest
+
+Progress = Callable[[float, str], None]
+
+
+def default_checkpoint_dir() -> Path:
+    """``<repo>/checkpoints/default``: where the add-on's shipped model goes."""
+    return REPO_ROOT / "checkpoints" / "default"
+
+
+class GenerationError(ValueError):
+    """Bad generation settings (options, device); the message says which and why."""
+
+
+class GenerationCancelled(RuntimeError):
+    """Raised between windows when the ``cancel`` event is set."""
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    seed: int = 0
+    guidance: float = 2.0  # classifier-free guidance on both captions (1 = plain conditional)
+    style_guidance: float | None = None  # None: ``guidance``
+    emotion_guidance: float | None = None  # None: ``guidance``
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 0.97  # take the likelier bit when its probability >= top_p, else sample
+    takes: int = 1
+    smoothing: bool = True
+    border_blend: int = 8  # frames over which a jump at a window border fades out; 0 = off
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise GenerationError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name in ("guidance", "style_guidance", "emotion_guidance"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise GenerationError(f"{name} must be a finite number, got {value!r}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+        if isinstance(self.takes, bool) or not isinstance(self.takes, int) or self.takes < 1:
+            raise GenerationError(f"takes must be an integer >= 1, got {self.takes!r}")
+        if isinstance(self.border_blend, bool) or not isinstance(self.border_blend, int) or self.border_blend < 0:
+            raise GenerationError(f"border_blend must be a whole number of frames >= 0, got {self.border_blend!r}")
+
+    @property
+    def scales(self) -> tuple[float, float]:
+        """(style, emotion) guidance scales."""
+        style = self.guidance if self.style_guidance is None else self.style_guidance
+        emotion = self.guidance if self.emotion_guidance is None else self.emotion_guidance
+        return float(style), float(emotion)
+
+
+@dataclass
+class GenerationResult:
+    motion: np.ndarray  # (T, C) float32, real units
+    channels: tuple[str, ...]
+    fps: float = MOTION_FPS
+    meta: dict = field(default_factory=dict)
+
+    def to_clip(self) -> MotionClip:
+        """As a `model.motion_file.MotionClip` (for `save_motion`)."""
+        return MotionClip(self.motion, tuple(self.channels), self.fps, dict(self.meta))
+
+
+@dataclass(frozen=True)
+class MotionChunk:
+    start: int  # clip frame of the first frame in ``motion``
+    motion: np.ndarray  # (takes, n, C) float32, real units, final (smoothed if asked)
+    window: int  # index of the window just finished
+    windows: int  # windows in the clip
+
+
+# ----------------------------------------------------------------------------- smoothing
+
+
+def smoothing_windows(channels: Sequence[str]) -> np.ndarray:
+    """(C,) Savitzky-Golay window per channel: 9 for head-pose rotations (joints other than
+    the jaw and eyes), 5 for everything else (expressions, jaw, eyes)."""
+    windows = []
+    for name in channels:
+        joint, _, axis = name.rpartition(".")
+        joint = joint.lower()
+        head_pose = axis in ROTATION_AXES and joint and "jaw" not in joint and not joint.startswith("eye")
+        windows.append(9 if head_pose else 5)
+    return np.asarray(windows)
+
+
+def _savgol_rows(length: int, order: int = 2) -> np.ndarray:
+    """(length, length): row i gives the order-``order`` least-squares polynomial through
+    ``length`` samples evaluated at sample i (Savitzky-Golay; the middle row is the filter,
+    the others the 'interp' edge rule)."""
+    x = np.arange(length, dtype=np.float64) - (length - 1) / 2
+    vander = np.vander(x, order + 1, increasing=True)
+    return (vander @ np.linalg.pinv(vander)).astype(np.float32)
+
+
+class StreamingSmoother:
+    """Savitzky-Golay smoothing of frames arriving in pieces, one caption section at a time.
+
+    ``push`` returns the frames whose neighbourhood is complete (all but the last 4 of
+    the section so far), ``end_section`` the rest (the end of a section uses the edge
+    rule). Each output frame is computed from the same inputs in the same order however
+    the section was split, so streamed and one-shot results are bit-identical. A section
+    shorter than a channel's window leaves that channel unsmoothed.
+    """
+
+    def __init__(self, windows: np.ndarray):
+        self.groups = [(int(w), np.flatnonzero(windows == w)) for w in np.unique(windows)]
+        self.delay = max(int(w) // 2 for w in np.unique(windows))
+        self.rows = {int(w): _savgol_rows(int(w)) for w in np.unique(windows)}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.buffer = None  # (takes, n, C) raw frames of the section from index ``base``
+        self.base = 0
+        self.emitted = 0  # section frames already returned
+        self.length = 0  # section frames received
+
+    def push(self, frames: np.ndarray) -> np.ndarray:
+        """(takes, n, C) raw frames -> (takes, m, C) final smoothed frames (m may be 0)."""
+        self.buffer = frames if self.buffer is None else np.concatenate([self.buffer, frames], axis=1)
+        self.length += frames.shape[1]
+        if self.length < 2 * self.delay + 1:
+            return frames[:, :0]
+        return self._emit(self.length - self.delay, finished=False)
+
+    def end_section(self, lookahead: np.ndarray | None = None) -> np.ndarray:
+        """The section's remaining frames; the next push starts a new section.
+
+        lookahead: (takes, m, C) frames that would have followed had the section gone on
+        (at a caption change: the cut window's continuation under the old captions). The
+        last frames are smoothed with them as right-hand neighbours, as in a run without
+        the change; frames they do not reach take the edge rule.
+        """
+        stop = self.length
+        if lookahead is not None and lookahead.shape[1]:
+            self.buffer = np.concatenate([self.buffer, lookahead], axis=1)
+            self.length += lookahead.shape[1]
+        out = self._emit(stop, finished=True)
+        self._reset()
+        return out
+
+    def _emit(self, stop: int, finished: bool) -> np.ndarray:
+        """Frames [emitted, stop) of the section; ``finished``: the buffer ends at ``length``."""
+        start, x = self.emitted, self.buffer
+        out = np.array(x[:, start - self.base:stop - self.base], copy=True)
+        for window, channels in self.groups:
+            half = window // 2
+            if self.length < window:  # only possible when finished: too short to smooth
+                continue
+            rows = self.rows[window]
+            for i in range(start, stop):
+                if i < half:
+                    weights, first = rows[i], 0
+                elif finished and i >= self.length - half:
+                    weights, first = rows[window - (self.length - i)], self.length - window
+                else:
+                    continue
+                out[:, i - start, channels] = self._apply(weights, x, first - self.base, channels, 1)[:, 0]
+            middle = range(max(start, half), min(stop, self.length - half if finished else stop))
+            if len(middle):
+                out[:, middle.start - start:middle.stop - start, channels] = self._apply(
+                    rows[half], x, middle.start - half - self.base, channels, len(middle))
+        self.emitted = stop
+        keep = max(0, stop - 2 * self.delay)  # frames that later outputs may still need
+        if keep > self.base:
+            self.buffer, self.base = self.buffer[:, keep - self.base:], keep
+        return out
+
+    @staticmethod
+    def _apply(weights: np.ndarray, x: np.ndarray, first: int, channels: np.ndarray, count: int) -> np.ndarray:
+        """(takes, count, len(channels)): output n = sum_j weights[j] * x[first + n + j],
+        accumulated elementwise in a fixed order, so a frame's value does not depend on
+        how many frames are computed with it."""
+        total = None
+        for j, weight in enumerate(weights):
+            term = weight * x[:, first + j:first + j + count][:, :, channels]
+            total = term if total is None else total + term
+        return total
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+def blend_border(previous: torch.Tensor, window: torch.Tensor, frames: int) -> tuple[torch.Tensor, float]:
+    """Fade a jump at a window border out over ``frames`` (module docstring, border blending).
+
+    previous: (takes, P, C) frames before the border (P >= 1); window: (takes, n, C) the new
+    window (n >= 2), both normalised. Returns the blended window and max |offset|.
+    """
+    last = previous[:, -1]
+    before = last - previous[:, -2] if previous.shape[1] > 1 else torch.zeros_like(last)
+    offset = last + before - window[:, 0]  # (takes, C)
+    count = min(frames, window.shape[1])
+    weight = 0.5 * (1 + torch.cos(torch.pi * torch.arange(count, device=window.device) / frames))
+    blended = window.clone()
+    blended[:, :count] += weight[None, :, None].to(window.dtype) * offset[:, None]
+    return blended, float(offset.abs().max())
+
+
+def plan_windows(num_frames: int, change_frames: Sequence[int], window: int) -> list[tuple[int, int]]:
+    """[(start, end), ...]: the windows' first frames and the frames each keeps ([start, end)).
+
+    A window keeps W frames, or fewer when a caption change (or the clip's end) comes first;
+    the next window starts where the previous one's kept frames end.
+    """
+    changes = sorted(f for f in set(change_frames) if 0 < f < num_frames)
+    plan, start = [], 0
+    while start < num_frames:
+        end = min([start + window, num_frames] + [f for f in changes if f > start])
+        plan.append((start, end))
+        start = end
+    return plan
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" (CUDA when torch sees a GPU, else CPU), "cpu", "cuda" or "cuda:N"."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError:
+        raise GenerationError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise GenerationError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise GenerationError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    return resolved
+
+
+class _Captions:
+    """Token states of every caption a schedule uses, encoded once: caption -> (T, Dt), (T,)."""
+
+    def __init__(self, encoder, texts: Sequence[str], dim: int):
+        self.table = {"": (np.zeros((1, dim), np.float32), np.zeros(1, bool))}
+        for text in sorted({t for t in texts if t}):
+            # one caption per call: batched with others its states would change in the last
+            # bits with their padding, and a later caption must not touch earlier frames
+            states, masks = encoder.encode([text])
+            length = max(1, int(masks[0].sum()))
+            self.table[text] = (states[0, :length], masks[0, :length])
+
+    def batch(self, text: str, keep: Sequence[bool], device) -> tuple[torch.Tensor, torch.Tensor]:
+        """One caption for len(keep) rows, dropped (all-False mask) where keep is False ->
+        (rows, 1, T, Dt), (rows, 1, T)."""
+        state, mask = self.table[text]
+        rows = len(keep)
+        states = torch.from_numpy(state).to(device).expand(rows, 1, *state.shape)
+        masks = torch.from_numpy(mask).to(device)[None, None] & torch.tensor(keep, device=device)[:, None, None]
+        return states, masks
+
+
+class WindowStream:
+    """The generation of one clip, window by window: iterate for `MotionChunk`s.
+
+    ``meta`` is filled in as it goes (timings are final once the iteration ends). A stream
+    runs once: make another with `Generator.iter_windows` to generate again.
+    """
+
+    def __init__(self, generator: "Generator", audio: np.ndarray, schedule: Schedule, options: GenerationOptions,
+                 progress: Progress | None, cancel: threading.Event | None):
+        self.generator, self.audio, self.schedule, self.options = generator, audio, schedule, options
+        self.progress, self.cancel = progress, cancel
+        self.num_frames = frame_count(audio.size)
+        self.channels = generator.channels
+        self.plan = plan_windows(self.num_frames, schedule.change_frames(), generator.window)
+        self._started = False
+        self.meta = generator.base_meta() | {
+            "captions": {"style": schedule.segments[0].style, "emotion": schedule.segments[0].emotion},
+            "schedule": schedule.to_list(),
+            "seed": options.seed,
+            "options": asdict(options),
+            "frames": self.num_frames,
+            "audio_seconds": audio.size / SAMPLE_RATE,
+            "windows": [list(w) for w in self.plan],
+            "border_offsets": [],
+            "timings": dict.fromkeys(("speech_encoder_s", "text_encoder_s", "ar_s", "decoder_s", "total_s"), 0.0),
+        }
+
+    def _report(self, fraction: float, message: str) -> None:
+        if self.progress is not None:
+            self.progress(float(fraction), message)
+
+    def _check_cancel(self, done: int) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise GenerationCancelled(f"generation cancelled after {done} of {self.num_frames} frames")
+
+    def _clock(self, key: str, since: float) -> float:
+        """Add the time since ``since`` to timing ``key``; return now."""
+        now = self.generator.sync_time()
+        self.meta["timings"][key] += now - since
+        return now
+
+    def __iter__(self) -> Iterator[MotionChunk]:
+        if self._started:
+            raise RuntimeError("a WindowStream runs once; call Generator.iter_windows again")
+        self._started = True
+        return self._run()
+
+    def _run(self) -> Iterator[MotionChunk]:
+        gen, options, timings = self.generator, self.options, self.meta["timings"]
+        resumed = clock = gen.sync_time()  # total_s counts our work, not the consumer's between chunks
+        self._check_cancel(0)
+        self._report(0.0, "encoding speech")
+        features = gen.speech.features(self.audio)
+        if features.shape != (self.num_frames, gen.ar.config.speech_dim):
+            raise RuntimeError(f"speech encoder gave {features.shape}, expected ({self.num_frames}, "
+                               f"{gen.ar.config.speech_dim})")
+        clock = self._clock("speech_encoder_s", clock)
+        self._check_cancel(0)
+        self._report(ENCODER_SHARE / 2, "encoding captions")
+        captions = _Captions(gen.text, [t for s in self.schedule.segments for t in (s.style, s.emotion)],
+                             gen.ar.config.text_dim)
+        self._clock("text_encoder_s", clock)
+        self._report(ENCODER_SHARE, "generating motion")
+
+        speech, speech_valid = gen.pad_speech(features)
+        rngs = generators(options.seed, options.takes)
+        raw = torch.zeros(options.takes, self.num_frames, len(self.channels), device=gen.device)
+        smoother = StreamingSmoother(smoothing_windows(self.channels)) if options.smoothing else None
+        changes = set(self.schedule.change_frames())
+        emitted = 0
+        for index, (start, end) in enumerate(self.plan):
+            self._check_cancel(start)
+            clock = gen.sync_time()
+            codes = gen.sample_window(raw, start, speech, speech_valid, captions, self.schedule.at_frame(start),
+                                      options, rngs)
+            clock = self._clock("ar_s", clock)
+            normalised = gen.decode_window(codes, raw, start)
+            if start > 0 and options.border_blend:
+                normalised, offset = blend_border(raw[:, max(0, start - 2):start], normalised, options.border_blend)
+                self.meta["border_offsets"].append(round(offset, 4))
+            raw[:, start:end] = normalised[:, :end - start]
+            # at a change, the cut window's next frames (old captions) are the smoother's look-ahead
+            keep = end - start + (2 * smoother.delay if smoother is not None and end in changes else 0)
+            motion = gen.stats.denormalise(normalised[:, :keep]).float().cpu().numpy()
+            self._clock("decoder_s", clock)
+            if smoother is not None:
+                motion, lookahead = motion[:, :end - start], motion[:, end - start:]
+                motion = smoother.push(motion)
+                if end in changes or end == self.num_frames:
+                    motion = np.concatenate([motion, smoother.end_section(lookahead)], axis=1)
+            self._report(ENCODER_SHARE + (1 - ENCODER_SHARE) * end / self.num_frames,
+                         f"window {index + 1} of {len(self.plan)}")
+            self._clock("total_s", resumed)
+            yield MotionChunk(emitted, motion, index, len(self.plan))
+            resumed = gen.sync_time()
+            emitted += motion.shape[1]
+        self._clock("total_s", resumed)
+        timings.update({k: round(v, 4) for k, v in timings.items()})
+        self._report(1.0, "done")
+
+
+# ----------------------------------------------------------------------------- generator
+
+
+class Generator:
+    """A loaded checkpoint (codec, AR model, stats, encoders) that turns audio into motion."""
+
+    def __init__(self, folder: Path, manifest: dict, codec: MotionCodec, ar: CapTalkAR, stats: ChannelStats,
+                 speech, text, device: torch.device, half: bool):
+        self.folder, self.manifest = folder, manifest
+        self.codec, self.ar, self.stats = codec, ar, stats
+        self.speech, self.text = speech, text
+        self.device, self.half = device, half
+
+    @classmethod
+    def load(cls, checkpoint_dir: str | os.PathLike | None = None, device: str = "auto",
+             head_channels: Sequence[str] | None = None, head_model: str | None = None,
+             speech_encoder_spec: str | None = None, text_encoder_spec: str | None = None,
+             half: bool | None = None) -> "Generator":
+        """Load a checkpoint folder (default `default_checkpoint_dir`) and its encoders.
+
+        head_channels: the target rig's channel names; the checkpoint must drive exactly
+        these (`model.checkpoint.check_fits`, ``head_model`` names the rig in the message).
+        *_encoder_spec: where to find the encoders when the manifest's ids do not name
+        them (a transformers directory); the ids must still match. half: float16 autocast
+        for the AR model (default: on CUDA only). Raises `CheckpointError` or
+        `GenerationError` with a clear message.
+        """
+        from .encoders import speech_encoder, text_encoder
+
+        folder = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
+        if not folder.is_dir():
+            where = " (the default location: no model has been installed there yet; pass --checkpoint DIR)" \
+                if checkpoint_dir is None else ""
+            raise CheckpointError(f"no checkpoint at '{folder}'{where}")
+        manifest = read_manifest(folder)
+        if head_channels is not None:
+            check_fits(manifest, list(head_channels), head_model)
+        if "ar" not in manifest:
+            raise CheckpointError(f"'{folder}' has a codec but no AR model (stage 2 is not trained yet)")
+        try:
+            codec_config = CodecConfig.from_dict(manifest["codec"])
+            ar_config = ARConfig.from_dict(manifest["ar"])
+            stats = ChannelStats.from_dict(manifest["stats"])
+            ar_config.check_codec(codec_config)
+            if not len(manifest["channels"]) == codec_config.channels == stats.channels:
+                raise ValueError(f"{len(manifest['channels'])} channel names, codec for {codec_config.channels}, "
+                                 f"stats for {stats.channels}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"'{folder}' has an inconsistent manifest ({exc})") from None
+        torch_device = resolve_device(device)
+        codec = load_weights(folder, "codec", MotionCodec(codec_config)).to(torch_device).eval().requires_grad_(False)
+        ar = load_weights(folder, "ar", CapTalkAR(ar_config)).to(torch_device).eval().requires_grad_(False)
+        encoders = []
+        for kind, factory, spec, dim in (("speech", speech_encoder, speech_encoder_spec, ar_config.speech_dim),
+                                         ("text", text_encoder, text_encoder_spec, ar_config.text_dim)):
+            wanted = manifest.get(f"{kind}_encoder")
+            try:
+                encoder = factory(spec or wanted, device=str(torch_device))
+                width = encoder.dim
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise CheckpointError(f"the checkpoint's {kind} encoder {wanted!r} cannot be loaded here "
+                                      f"({exc})") from None
+            if encoder.encoder_id != wanted or width != dim:
+                raise CheckpointError(f"the {kind} encoder {encoder.encoder_id!r} ({width}-d) is not the one the "
+                                      f"checkpoint was trained with ({wanted!r}, {dim}-d)")
+            encoders.append(encoder)
+        generator = cls(folder, manifest, codec, ar, stats, *encoders, torch_device,
+                        torch_device.type == "cuda" if half is None else bool(half))
+        generator._warm_up()
+        return generator
+
+    def _warm_up(self) -> None:
+        """Load the encoders' weights now, so the first clip's timings are its own."""
+        self.text.encode(["warm-up"])
+        self.speech.features(np.zeros(SAMPLE_RATE // 10, np.float32))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(self.manifest["channels"])
+
+    @property
+    def window(self) -> int:
+        return self.ar.config.window
+
+    def base_meta(self) -> dict:
+        return {"checkpoint": str(self.folder), "head_model": self.manifest.get("head_model"),
+                "speech_encoder": self.speech.encoder_id, "text_encoder": self.text.encoder_id,
+                "device": str(self.device)}
+
+    def sync_time(self) -> float:
+        """perf_counter after the GPU's queued work is done (timings measure work, not queueing)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    # ------------------------------------------------------------------ one window
+    def pad_speech(self, features: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, Ds) -> (A + T + W + A, Ds) zero-padded features and their validity, so that
+        window [s, s + W) reads rows [s, s + W + 2A) = frames [s - A, s + W + A)."""
+        cfg = self.ar.config
+        frames = features.shape[0]
+        padded = torch.zeros(frames + cfg.window + 2 * cfg.speech_context, cfg.speech_dim, device=self.device)
+        valid = torch.zeros(padded.shape[0], dtype=torch.bool, device=self.device)
+        padded[cfg.speech_context:cfg.speech_context + frames] = torch.from_numpy(features).to(self.device)
+        valid[cfg.speech_context:cfg.speech_context + frames] = True
+        return padded, valid
+
+    def previous_window(self, raw: torch.Tensor, start: int) -> tuple[torch.Tensor, bool]:
+        """(takes, W, C) normalised frames before ``start`` (left-padded with the first frame
+        when fewer than W exist) and whether there are any."""
+        window = self.window
+        if start == 0:
+            return torch.zeros(raw.shape[0], window, raw.shape[2], device=raw.device), False
+        before = raw[:, max(0, start - window):start]
+        if before.shape[1] < window:
+            before = torch.cat([before[:, :1].expand(-1, window - before.shape[1], -1), before], dim=1)
+        return before, True
+
+    def sample_window(self, raw: torch.Tensor, start: int, speech: torch.Tensor, speech_valid: torch.Tensor,
+                      captions: _Captions, segment, options: GenerationOptions,
+                      rngs: list[torch.Generator]) -> list[torch.Tensor]:
+        """The codes of the window starting at ``start``: S tensors (takes, s_k, L) bool."""
+        cfg, quantiser = self.ar.config, self.codec.quantiser
+        takes = options.takes
+        terms = guidance_terms(*options.scales, has_style=bool(segment.style), has_emotion=bool(segment.emotion))
+        rows = len(terms) * takes
+        keep_style = [t.condition == "both" for t in terms for _ in range(takes)]
+        keep_emotion = [t.condition in ("emotion", "both") for t in terms for _ in range(takes)]
+        previous, has_previous = self.previous_window(raw, start)
+        span = slice(start, start + cfg.window + 2 * cfg.speech_context)
+        style, style_mask = captions.batch(segment.style, keep_style, self.device)
+        emotion, emotion_mask = captions.batch(segment.emotion, keep_emotion, self.device)
+        with torch.inference_mode():
+            with self._autocast():
+                context = self.ar.context(
+                    previous.repeat(len(terms), 1, 1), torch.full((rows,), has_previous, device=self.device),
+                    speech[span].expand(rows, -1, -1), speech_valid[span].expand(rows, -1), style, style_mask,
+                    emotion, emotion_mask, torch.zeros(rows, 1, dtype=torch.long, device=self.device))
+                state = self.ar.begin(context)
+            codes, scale_input = [], None
+            for k in range(len(cfg.scales)):
+                with self._autocast():
+                    logits = self.ar.step(state, scale_input)
+                codes.append(sample_bits(guide(logits, terms), options.temperature, options.top_p, rngs))
+                if k + 1 < len(cfg.scales):
+                    partial = quantiser.codes_to_latent(codes)
+                    scale_input = quantiser.scale_input(partial, k + 1).repeat(len(terms), 1, 1)
+        return codes
+
+    def decode_window(self, codes: list[torch.Tensor], raw: torch.Tensor, start: int) -> torch.Tensor:
+        """Codes -> (takes, W, C) normalised motion, continuing the frames before ``start``."""
+        previous, has_previous = self.previous_window(raw, start)
+        with torch.inference_mode():
+            return self.codec.decode(codes, previous if has_previous else None).float()
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.float16,
+                              enabled=self.half and self.device.type == "cuda")
+
+    # ------------------------------------------------------------------ clips
+    def _audio(self, audio) -> np.ndarray:
+        if isinstance(audio, (str, os.PathLike, bytes, bytearray)):
+            return load_audio(audio)
+        return to_mono_16k(np.asarray(audio), SAMPLE_RATE, "audio")
+
+    def iter_windows(self, audio, schedule: Schedule | Sequence | None = None,
+                     options: GenerationOptions = GenerationOptions(), progress: Progress | None = None,
+                     cancel: threading.Event | None = None) -> WindowStream:
+        """Stream the motion window by window (see `WindowStream`, `MotionChunk`).
+
+        audio: (N,) 16 kHz samples or a path; schedule: a `Schedule`, a list of entries
+        (`model.schedule.parse_schedule`) or None (no captions). Raises `AudioError` /
+        `ScheduleError` here, `GenerationCancelled` between windows while iterating.
+        """
+        samples = self._audio(audio)
+        schedule = parse_schedule(schedule)
+        schedule.check_duration(samples.size / SAMPLE_RATE)
+        return WindowStream(self, samples, schedule, options, progress, cancel)
+
+    def generate(self, audio, schedule: Schedule | Sequence | None = None,
+                 options: GenerationOptions = GenerationOptions(), progress: Progress | None = None,
+                 cancel: threading.Event | None = None) -> GenerationResult | list[GenerationResult]:
+        """The whole clip: a `GenerationResult` ((T, C) motion in real units), or one per
+        take when ``options.takes`` > 1. progress(fraction, message) is called as it goes
+        (last with 1.0); setting ``cancel`` stops it between windows (`GenerationCancelled`)."""
+        stream = self.iter_windows(audio, schedule, options, progress, cancel)
+        motion = np.concatenate([chunk.motion for chunk in stream], axis=1)
+        results = [GenerationResult(motion[i], self.channels, MOTION_FPS,
+                                    stream.meta | {"seed": options.seed + i, "take": i + 1, "takes": options.takes})
+                   for i in range(options.takes)]
+        return results[0] if options.takes == 1 else results
