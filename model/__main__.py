@@ -144,12 +144,11 @@ def _train_config(args):
 
 def _run_training(train, *arguments) -> None:
     """Training errors print as one line (exit 2); a run stopped by a signal exits 130."""
-    from .checkpoint import CheckpointError
     from .train.loop import TrainingError
 
     try:
         result = train(*arguments)
-    except (TrainingError, CheckpointError) as exc:
+    except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if result.interrupted:
@@ -169,7 +168,8 @@ def _train_ar(args) -> None:
 
     run = ARRun(data=Path(args.data), checkpoint=Path(args.checkpoint), size=args.size, dropout=args.dropout,
                 device=args.device, val_windows=args.val_windows, speech_encoder=args.speech_encoder,
-                text_encoder=args.text_encoder, cache=Path(args.cache) if args.cache else None)
+                text_encoder=args.text_encoder, cache=Path(args.cache) if args.cache else None,
+                head=Path(args.head) if args.head else None, generation_clips=args.generation_clips)
     _run_training(train_ar, run, _train_config(args))
 
 
@@ -187,9 +187,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .generate import GenerationError
     from .motion_file import MotionFileError
     from .schedule import ScheduleError
+    from .speech.voices import SpeechError
 
     return (HeadModelError, DataCommandError, AudioError, ControlError, DatasetError, SynthError, MotionFileError,
-            CheckpointError, ScheduleError, GenerationError)
+            SpeechError, CheckpointError, ScheduleError, GenerationError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,8 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     train_ar.add_argument("--checkpoint", required=True, help="checkpoint folder holding a trained codec")
     train_ar.add_argument("--speech-encoder", default="whisper-tiny.en",
                           help="whisper-tiny.en (default), logmel, or a transformers speech-model folder")
-    train_ar.add_argument("--text-encoder", default="minilm", help="minilm (default) or a transformers text-model folder")
+    train_ar.add_argument("--text-encoder", default="minilm",
+                          help="minilm (default) or a transformers text-model folder")
     train_ar.add_argument("--cache", help="feature cache folder (default: DATA/.cache/features)")
+    train_ar.add_argument("--generation-clips", type=int, default=2,
+                          help="val clips generated at each validation for the metrics (0: none)")
+    train_ar.add_argument("--head", help="head-model file for those metrics (default: the open head if it fits)")
     train_ar.set_defaults(run=_train_ar)
     for stage in (train_codec, train_ar):
         stage.add_argument("--data", required=True, help="dataset folder (python -m model data synth)")
@@ -285,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--head", help="head-model file of the target rig: refuse a checkpoint that does not fit it")
     generate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--guidance", type=float, default=2.0, help="caption guidance scale (1 = none)")
+    generate.add_argument("--guidance", type=float, default=2.0, help="caption guidance scale (1 = plain conditional, 0 = ignore the captions)")
     generate.add_argument("--style-guidance", type=float, help="style caption's own scale (default: --guidance)")
     generate.add_argument("--emotion-guidance", type=float, help="emotion caption's own scale (default: --guidance)")
     generate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
