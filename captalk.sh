@@ -68,8 +68,9 @@ install_torch() {
   else
     [ "$current" = "$TORCH_VERSION+cpu" ] && return
     log "installing torch $TORCH_VERSION (CPU build)"
-    # A local wheel first (offline machines), else PyTorch's CPU index.
-    "$VENV/bin/python" -m pip install -q --no-index "torch==$TORCH_VERSION+cpu" 2>/dev/null ||
+    # A local wheel first (pip's find-links on offline machines; torch's own dependencies
+    # come from PyPI), else PyTorch's CPU index.
+    "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION+cpu" 2>/dev/null ||
       "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION+cpu" \
         --extra-index-url https://download.pytorch.org/whl/cpu
   fi
