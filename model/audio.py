@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from math import gcd
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_write
 
 SAMPLE_RATE = 16000
 MOTION_FPS = 25.0
@@ -83,17 +84,9 @@ def save_audio(path: str | os.PathLike, samples: np.ndarray, rate: int = SAMPLE_
     """Write (N,) float samples as 16-bit PCM WAV, atomically (a reader never sees half a file)."""
     import soundfile
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".wav")
-    os.close(handle)
-    try:
-        soundfile.write(temporary, np.clip(samples, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    clipped = np.clip(samples, -1.0, 1.0)
+    return atomic_write(path, lambda name: soundfile.write(name, clipped, rate, subtype="PCM_16", format="WAV"),
+                        suffix=".wav")
 
 
 def frame_count(num_samples: int, rate: int = SAMPLE_RATE, fps: float = MOTION_FPS) -> int:

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_write
 
 FORMAT_NAME = "captalk-checkpoint"
 FORMAT_VERSION = 1
@@ -45,27 +46,11 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, damaged, or does not fit what it is asked to do."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        write(temporary)
-        # mkstemp makes 0600 files; a checkpoint is shared (bundled, other users), so use the umask
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
 def write_manifest(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> Path:
     """Write ``captalk.json`` (format fields added); other keys as given."""
     path = Path(folder) / MANIFEST
     content = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **manifest}
-    _atomic_write(path, lambda name: Path(name).write_text(json.dumps(content, indent=2)))
+    atomic_write(path, lambda name: Path(name).write_text(json.dumps(content, indent=2)))
     return path
 
 
@@ -88,7 +73,7 @@ def save_weights(folder: str | os.PathLike, name: str, module: torch.nn.Module) 
     """``module``'s state dict -> ``<folder>/<name>.safetensors`` (contiguous CPU copies)."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     path = Path(folder) / f"{name}.safetensors"
-    _atomic_write(path, lambda temporary: save_file(state, temporary))
+    atomic_write(path, lambda temporary: save_file(state, temporary))
     return path
 
 
@@ -163,8 +148,8 @@ def save_state(path_stem: str | os.PathLike, state: Any) -> None:
     stem = Path(path_stem)
     tensors: dict[str, torch.Tensor] = {}
     structure = _flatten(state, "s", tensors)
-    _atomic_write(stem.with_suffix(".safetensors"), lambda temporary: save_file(tensors, temporary))
-    _atomic_write(stem.with_suffix(".json"), lambda temporary: Path(temporary).write_text(json.dumps(structure)))
+    atomic_write(stem.with_suffix(".safetensors"), lambda temporary: save_file(tensors, temporary))
+    atomic_write(stem.with_suffix(".json"), lambda temporary: Path(temporary).write_text(json.dumps(structure)))
 
 
 def load_state(path_stem: str | os.PathLike, device="cpu") -> Any:

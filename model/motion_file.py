@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .audio import MOTION_FPS
 
 
@@ -41,22 +41,13 @@ def save_motion(path: str | os.PathLike, clip: MotionClip) -> Path:
     path = Path(path)
     if clip.motion.ndim != 2 or clip.motion.shape[1] != len(clip.channels):
         raise MotionFileError(f"motion {clip.motion.shape} does not match {len(clip.channels)} channels")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(handle)
-    try:
-        np.savez(
-            temporary,
-            motion=np.asarray(clip.motion, dtype=np.float32),
-            channels=np.array(clip.channels),
-            fps=np.float64(clip.fps),
-            meta=np.array(json.dumps(clip.meta)),
-        )
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    return atomic_write(path, lambda name: np.savez(
+        name,
+        motion=np.asarray(clip.motion, dtype=np.float32),
+        channels=np.array(clip.channels),
+        fps=np.float64(clip.fps),
+        meta=np.array(json.dumps(clip.meta)),
+    ), suffix=".npz")
 
 
 def load_motion(path: str | os.PathLike) -> MotionClip:

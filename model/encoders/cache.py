@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 
 from model.encoders.speech import ALIGNMENT_VERSION, SpeechEncoder
 from model.encoders.text import TextEncoder
+from model.atomic import atomic_write
 from model.paths import shared_data_dir
 
 
@@ -56,15 +56,11 @@ def _safe_name(encoder_id: str, version: str) -> str:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    def write(name: str) -> None:
+        with open(name, "wb") as stream:  # a handle, so numpy keeps the name (no ".npy" added)
             np.save(stream, array, allow_pickle=False)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+
+    atomic_write(path, write)
 
 
 def _to_stored(array: np.ndarray) -> np.ndarray:
