@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from model.audio import SAMPLE_RATE, load_audio, resample  # noqa: E402
 
+from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 CAPTIONS = [
     "a calm middle-aged man speaking slowly",
     "an excited young woman, fast and loud",
@@ -167,15 +169,6 @@ def measure_whisper_quality(threads: int) -> dict:
     }
     return result
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def in_fresh_process(task: str, threads: int, repeat: int) -> dict:

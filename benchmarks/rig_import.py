@@ -24,6 +24,8 @@ sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]
 import flame_fixtures  # noqa: E402
 from source_addon import register_from_source  # noqa: E402
 
+from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 
 def timed(repeat: int, setup, step) -> float:
     """Median seconds of ``step()`` over ``repeat`` runs, ``setup()`` before each (untimed)."""
@@ -35,15 +37,6 @@ def timed(repeat: int, setup, step) -> float:
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

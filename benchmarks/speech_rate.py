@@ -33,14 +33,10 @@ from model.speech.alignment import align, align_phone_sequence, onset_difference
 from model.speech.sentences import sentences_in  # noqa: E402
 from model.speech.voices import VOICES, synthesize  # noqa: E402
 
+from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def engine_versions() -> str:
