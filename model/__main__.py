@@ -7,8 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .head_model import HeadModel, HeadModelError
 
 
@@ -79,17 +77,15 @@ def _data_check(args) -> None:
 def _data_teach(args) -> None:
     from .audio import load_audio
     from .data.controls import ControlSegment, EmotionControls, StyleControls
-    from .data.teacher import Teacher
+    from .data.teacher import animate_recording
     from .motion_file import MotionClip, save_motion
-    from .speech.alignment import align
 
     audio = load_audio(args.audio)
     transcript = Path(args.transcript).read_text() if Path(args.transcript).is_file() else args.transcript
-    phones = align(audio, transcript)
     head = HeadModel.load(args.head or _default_head())
     style = StyleControls(mouth=args.mouth, head=args.head_motion, tempo=args.tempo, tone=args.tone)
     segment = ControlSegment(0.0, style, EmotionControls(args.emotion, args.intensity))
-    motion = Teacher(head.channel_names).animate(audio, phones, [segment], np.random.default_rng(args.seed))
+    motion, phones = animate_recording(audio, transcript, head.channel_names, segment, seed=args.seed)
     meta = {"head_model": head.model_id, "source": "teacher (forced alignment)", "audio": str(args.audio),
             "controls": {"style": style.__dict__, "emotion": segment.emotion.__dict__}}
     save_motion(args.out, MotionClip(motion, tuple(head.channel_names), meta=meta))

@@ -244,6 +244,9 @@ def test_windows_have_the_previous_window_and_the_captions_in_force(head):
     assert second.has_previous
     np.testing.assert_array_equal(second.previous, motion[:100])
     assert second.segments == ((0, "calm", "sad"), (25, "calm", "happy"))
+    early = window_at(record, motion, 30)  # where generation restarts after a change at 1.2 s
+    assert early.has_previous
+    np.testing.assert_array_equal(early.previous, np.concatenate([np.repeat(motion[:1], 70, axis=0), motion[:30]]))
     last = window_at(record, motion, 200)
     assert last.valid.sum() == 50 and last.segments == ((0, "calm", "happy"),)
     np.testing.assert_array_equal(last.motion[50:], np.repeat(motion[-1:], 50, axis=0))

@@ -257,7 +257,9 @@ class Window:
 
     motion (W, C) and previous (W, C) float32; ``valid`` (W,) bool marks real frames
     (clips shorter than a window are padded with their last frame); ``has_previous``
-    is False for a clip's first window (``previous`` is then zeros). ``segments``
+    is False for a window at frame 0 (``previous`` is then zeros); a window starting
+    before frame W has a previous window left-padded with the clip's first frame, the
+    prefix generation gives a caption change that falls that early. ``segments``
     holds the captions that touch the window, starts in frames relative to ``start``
     (the first clamped to 0).
     """
@@ -280,8 +282,10 @@ def window_at(record: ClipRecord, motion: np.ndarray, start: int, length: int = 
     valid[:len(current)] = True
     if len(current) < length:
         current = np.concatenate([current, np.repeat(current[-1:], length - len(current), axis=0)])
-    has_previous = start >= length
-    previous = motion[start - length:start] if has_previous else np.zeros_like(current)
+    has_previous = start > 0
+    previous = motion[max(start - length, 0):start] if has_previous else np.zeros_like(current)
+    if len(previous) < length:
+        previous = np.concatenate([np.repeat(previous[:1], length - len(previous), axis=0), previous])
     segments = []
     for segment in record.segments:
         frame = int(round(segment.start * fps)) - start

@@ -26,7 +26,7 @@ import numpy as np
 from ..audio import MOTION_FPS, frame_count
 from ..speech.phones import Phone
 from .articulation import PARAMETERS, articulate
-from .controls import HEAD_GAIN, MOUTH_GAIN, TEMPO_RATE, ControlSegment
+from .controls import HEAD_GAIN, MOUTH_GAIN, TEMPO_RATE, ControlSegment, EmotionControls, StyleControls
 from .expressions import EMOTION_EXPRESSIONS, TONE_EXPRESSIONS, pose_vector
 from .prosody import analyse, find_accents, speech_activity
 
@@ -241,3 +241,19 @@ class Teacher:
                 head[:, 1] += nod * rng.normal(0, 0.5)
                 head[:, 2] += nod * rng.normal(0, 0.6)
         return head * energy[:, None]
+
+
+NEUTRAL_SEGMENT = ControlSegment(0.0, StyleControls(), EmotionControls())
+
+
+def animate_recording(audio: np.ndarray, transcript: str, channels: Sequence[str],
+                      segment: ControlSegment = NEUTRAL_SEGMENT, seed: int = 0,
+                      config: TeacherConfig = TeacherConfig()) -> tuple[np.ndarray, tuple[Phone, ...]]:
+    """A real recording's reference animation: (N,) 16 kHz audio + the words it says ->
+    ((T, C) float32 motion, the aligned phones), phones from forced alignment
+    (`model.speech.alignment.align`), controls held at ``segment`` (default neutral)."""
+    from ..speech.alignment import align  # pocketsphinx loads only when a recording is animated
+
+    phones = align(audio, transcript)
+    motion = Teacher(channels, config).animate(audio, phones, [segment], np.random.default_rng(seed))
+    return motion, phones

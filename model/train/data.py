@@ -183,7 +183,8 @@ def cut_windows(table: ClipTable, clips: np.ndarray, starts: np.ndarray,
     """
     index, valid = frame_index(table.offsets, table.lengths, clips, starts, window)
     motion = table.motion[index]
-    has_previous = starts >= window
+    # frame_index clamps frames before 0 to frame 0: the left-padded prefix of `window_at`
+    has_previous = starts > 0
     previous_index, _ = frame_index(table.offsets, table.lengths, clips, starts - window, window)
     previous = np.where(has_previous[:, None, None], table.motion[previous_index], 0.0).astype(np.float32)
     return motion, previous, valid, has_previous

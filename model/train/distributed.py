@@ -8,6 +8,7 @@ Every collective here is a no-op in a single process, so callers never branch on
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -68,6 +69,11 @@ def setup(preference: str = "auto") -> DistEnv:
 
 def teardown(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
+        # DistributedDataParallel's reducer sits in reference cycles and holds the process
+        # group; left to the interpreter's exit, Gloo's threads were destroyed while still
+        # joinable ("terminate called without an active exception", SIGABRT on one rank
+        # of a finished run in CI). Free them now, while the group is still whole.
+        gc.collect()
         dist.destroy_process_group()
 
 
