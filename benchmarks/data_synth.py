@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from model.machine import cpu_name  # noqa: E402
 
 
 

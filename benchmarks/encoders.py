@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.audio import SAMPLE_RATE, load_audio, resample  # noqa: E402
 
-from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from model.machine import cpu_name  # noqa: E402
 
 CAPTIONS = [
     "a calm middle-aged man speaking slowly",

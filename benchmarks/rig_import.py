@@ -20,11 +20,11 @@ from pathlib import Path
 import bpy
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "tests")]
 import flame_fixtures  # noqa: E402
 from source_addon import register_from_source  # noqa: E402
 
-from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from model.machine import cpu_name  # noqa: E402
 
 
 def timed(repeat: int, setup, step) -> float:

@@ -33,7 +33,7 @@ from model.speech.alignment import align, align_phone_sequence, onset_difference
 from model.speech.sentences import sentences_in  # noqa: E402
 from model.speech.voices import VOICES, synthesize  # noqa: E402
 
-from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from model.machine import cpu_name  # noqa: E402
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 

@@ -123,6 +123,16 @@ def _generate(args) -> None:
               f"seed {result.meta['seed']}; generated in {seconds:.1f} s on {result.meta['device']})")
 
 
+def _evaluate(args) -> None:
+    from .evaluate.report import ReportConfig, run_report
+    from .generate import default_checkpoint_dir
+
+    run_report(ReportConfig(checkpoint=Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(),
+                            data=Path(args.data), out=Path(args.out), clips=args.clips,
+                            control_audios=args.control_audios, device=args.device, seed=args.seed,
+                            render=not args.no_render, speed_seconds=args.speed_seconds))
+
+
 def _default_head() -> Path:
     from .paths import default_open_head_file
 
@@ -180,13 +190,14 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .data.controls import ControlError
     from .data.dataset import DatasetError
     from .data.synth import SynthError
+    from .evaluate import EvaluationError
     from .generate import GenerationError
     from .motion_file import MotionFileError
     from .schedule import ScheduleError
     from .speech.voices import SpeechError
 
     return (HeadModelError, DataCommandError, AudioError, ControlError, DatasetError, SynthError, MotionFileError,
-            SpeechError, CheckpointError, ScheduleError, GenerationError)
+            SpeechError, CheckpointError, ScheduleError, GenerationError, EvaluationError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,6 +306,18 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--no-smoothing", action="store_true", help="skip the Savitzky-Golay smoothing")
     generate.add_argument("--out", required=True, help="motion file to write (.npz, see model.motion_file)")
     generate.set_defaults(run=_generate)
+
+    evaluate = commands.add_parser("evaluate", help="the evaluation report of a checkpoint (markdown + plots)")
+    evaluate.add_argument("--checkpoint", help="checkpoint folder (default: <repo>/checkpoints/default)")
+    evaluate.add_argument("--data", required=True, help="dataset whose test split is evaluated (data synth)")
+    evaluate.add_argument("--out", required=True, help="folder for report.md, summary.json and the plots")
+    evaluate.add_argument("--clips", type=int, help="test clips for the metrics table (default: all)")
+    evaluate.add_argument("--control-audios", type=int, default=3, help="test clips the controllability runs on")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--speed-seconds", type=float, default=60.0, help="audio length of the speed run")
+    evaluate.add_argument("--no-render", action="store_true", help="skip the Blender stills")
+    evaluate.set_defaults(run=_evaluate)
 
     args = parser.parse_args(argv)
     try:

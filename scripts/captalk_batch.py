@@ -16,7 +16,7 @@ from pathlib import Path
 import bpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from source_addon import REPO_ROOT, register_from_source  # noqa: E402
+from source_addon import REPO_ROOT, register_from_source, script_args  # noqa: E402
 
 DEFAULT_AUDIO = REPO_ROOT / "samples" / "speech_sample.wav"
 EXIT_BAD_INPUT = 2
@@ -31,12 +31,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--emotion", default="neutral", help="emotion caption")
     parser.add_argument("--start-frame", type=int, default=1, help="where the sound strip starts")
     return parser.parse_args(argv)
-
-
-def script_args() -> list[str]:
-    """Arguments after '--' under Blender, else everything after the script name."""
-    argv = sys.argv
-    return argv[argv.index("--") + 1 :] if "--" in argv else argv[1:]
 
 
 def find_or_add_head(context) -> bpy.types.Object:

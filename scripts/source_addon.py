@@ -28,3 +28,9 @@ def register_from_source():
     # PyPI bpy 4.2 crashes at interpreter exit while add-on classes are still registered.
     atexit.register(package.unregister)
     return package
+
+
+def script_args() -> list[str]:
+    """A script's own arguments: those after '--' under Blender, else all after the script name."""
+    argv = sys.argv
+    return argv[argv.index("--") + 1 :] if "--" in argv else argv[1:]

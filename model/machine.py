@@ -1,4 +1,4 @@
-"""What machine a benchmark ran on, for its report."""
+"""What machine a benchmark or an evaluation ran on, for its report."""
 from __future__ import annotations
 
 import platform

@@ -1,0 +1,16 @@
+"""Evaluation of a trained checkpoint, the way the paper does it (issue 5).
+
+`python -m model evaluate` regenerates the report (markdown plus PNG plots). One module
+per part of the report:
+
+- `conditions`: LVE, MHD, FDD, LODD, HPDD on the test split under caption conditions;
+- `controllability`: captions in phrasings the caption generator never produces;
+- `real_speech`: mouth opening on real recordings against the teacher on forced alignment;
+- `dynamic`: a caption change mid-sentence, time to take effect and the jump at the switch;
+- `speed`: real-time factor and where the time goes;
+- `report`: runs them all and writes the report.
+"""
+
+
+class EvaluationError(ValueError):
+    """The checkpoint or dataset cannot be evaluated as asked; the message says why."""
