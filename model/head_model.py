@@ -55,6 +55,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .atomic import atomic_write
 from .rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 FORMAT_NAME = "captalk-head"
@@ -279,8 +280,6 @@ class HeadModel:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a reader never sees half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {
             "meta": np.array(json.dumps(self.metadata())),
             "template": self.template.astype(np.float32),
@@ -296,11 +295,12 @@ class HeadModel:
                 arrays[key] = value.astype(np.float32)
         for region, index in self.regions.items():
             arrays[f"region.{region}"] = np.asarray(index, dtype=np.int32)
-        tmp = path.with_name(path.name + ".part")
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)  # uncompressed: float bases barely compress, and saving stays fast
-        tmp.replace(path)
-        return path
+
+        def write(temporary: str) -> None:
+            with open(temporary, "wb") as handle:
+                np.savez(handle, **arrays)  # uncompressed: float bases barely compress, and saving stays fast
+
+        return atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | Path) -> "HeadModel":
