@@ -39,9 +39,12 @@ def find_cached_file(relative: str) -> Path | None:
 
 
 def setup_backend_python() -> str:
-    """The interpreter set-up recorded in ``backend.json``, or ''."""
+    """The interpreter set-up recorded in ``backend.json``, or '' (also when that
+    interpreter is gone: the record is per user, and the checkout that wrote it may have
+    been deleted since)."""
     record = shared_data_dir() / "backend.json"
     try:
-        return json.loads(record.read_text()).get("python", "")
-    except (OSError, ValueError):
+        python = json.loads(record.read_text()).get("python", "")
+    except (OSError, ValueError, AttributeError):
         return ""
+    return python if python and Path(python).is_file() else ""

@@ -1,6 +1,8 @@
 """Sequencer access that works on Blender 4.2 to 5.0 (5.0 renamed `sequences` to `strips`)."""
 from __future__ import annotations
 
+import os
+
 import bpy
 
 
@@ -48,3 +50,15 @@ def add_sound_strip(scene, filepath: str, frame_start: int, channel: int = 1, na
     strip = strips.new_sound(name or bpy.path.display_name_from_filepath(filepath), filepath, channel, frame_start)
     scene.frame_end = max(scene.frame_end, strip.frame_final_end - 1)
     return strip
+
+
+def find_sound_strip(scene, filepath: str):
+    """The first sound strip of ``scene`` playing ``filepath`` (paths compared resolved), or None."""
+    if scene.sequence_editor is None:
+        return None
+    wanted = os.path.realpath(filepath)
+    for strip in strip_collection(scene):
+        sound = getattr(strip, "sound", None)
+        if strip.type == "SOUND" and sound and os.path.realpath(bpy.path.abspath(sound.filepath)) == wanted:
+            return strip
+    return None

@@ -69,17 +69,12 @@ from .codec.codec import CodecConfig, MotionCodec
 from .codec.normalise import ChannelStats
 from .head_model import ROTATION_AXES
 from .motion_file import MotionClip
+from .paths import default_checkpoint_dir
 from .schedule import Schedule, parse_schedule
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ENCODER_SHARE = 0.05  # progress given to the speech and text encoders; windows share the rest
 
 Progress = Callable[[float, str], None]
-
-
-def default_checkpoint_dir() -> Path:
-    """``<repo>/checkpoints/default``: where the add-on's shipped model goes."""
-    return REPO_ROOT / "checkpoints" / "default"
 
 
 class GenerationError(ValueError):

@@ -7,6 +7,7 @@ from pathlib import Path
 HEADS_DIR = "heads"
 OPEN_HEAD_FILE = "open_head_v1.npz"
 OPEN_HEAD_RELATIVE = f"{HEADS_DIR}/{OPEN_HEAD_FILE}"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:
@@ -19,3 +20,9 @@ def shared_data_dir() -> Path:
 
 def default_open_head_file() -> Path:
     return shared_data_dir() / OPEN_HEAD_RELATIVE
+
+
+def default_checkpoint_dir() -> Path:
+    """``<repo>/checkpoints/default``: where the add-on's shipped model goes (here, not in
+    `model.generate`, so the Blender side can find it without importing torch)."""
+    return REPO_ROOT / "checkpoints" / "default"

@@ -1,7 +1,8 @@
 """Stills of the open head for the README and the evaluation report (Workbench, one light).
 
-`setup_scene` frames the head with an 85 mm camera from the front; `render_pixels`
-renders the current pose to an (H, W, 4) float array; `save_png` writes such an array.
+`setup_scene` frames the head with an 85 mm camera from the front (`add_front_camera`)
+and selects Workbench (`use_workbench`); `render_pixels` renders the current pose to an
+(H, W, 4) float array; `save_png` writes such an array.
 """
 from __future__ import annotations
 
@@ -13,20 +14,32 @@ import numpy as np
 
 
 def setup_scene(mesh_object, size: int = 384) -> None:
-    scene = bpy.context.scene
+    use_workbench(bpy.context.scene, size)
+    add_front_camera(bpy.context.scene, mesh_object)
+
+
+def use_workbench(scene, size: int) -> None:
+    """Workbench with studio light and material colours, square ``size`` pixels."""
     scene.render.engine = "BLENDER_WORKBENCH"
     scene.display.shading.light = "STUDIO"
     scene.display.shading.color_type = "MATERIAL"
     scene.render.resolution_x = scene.render.resolution_y = size
+    scene.render.resolution_percentage = 100
     scene.render.film_transparent = False
+
+
+def add_front_camera(scene, mesh_object):
+    """An 85 mm camera framing ``mesh_object``'s rest shape from the front; made the scene's camera."""
     camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
     scene.collection.objects.link(camera)
     scene.camera = camera
-    verts = np.array([v.co for v in mesh_object.data.vertices])
+    matrix = np.array(mesh_object.matrix_world)
+    verts = np.array([v.co for v in mesh_object.data.vertices]) @ matrix[:3, :3].T + matrix[:3, 3]
     centre = (verts.min(0) + verts.max(0)) / 2 + np.array([0, 0, 0.02])
     camera.location = (centre[0], centre[1] - 0.62, centre[2])
     camera.rotation_euler = (np.pi / 2, 0, 0)
     camera.data.lens = 85
+    return camera
 
 
 def render_pixels() -> np.ndarray:

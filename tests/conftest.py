@@ -1,6 +1,7 @@
-"""Fixtures shared by every test: a private data folder and the open head."""
+"""Fixtures shared by every test: a private data folder, the open head and a tiny trained model."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,3 +36,44 @@ def open_head_file(data_dir) -> Path:
         [python, "-m", "model", "build-open-head", "--out", str(target)], cwd=REPO_ROOT, check=True
     )
     return target
+
+
+# Training settings that make a model in seconds: only for tests of the plumbing around it.
+TINY_TRAINING = ["--size", "tiny", "--batch", "4", "--lr", "2e-3", "--log-every", "10", "--val-windows", "4",
+                 "--workers", "1"]
+
+
+def run_backend(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``python -m model ARGS`` in $CAPTALK_BACKEND_PYTHON (default: this interpreter), one
+    thread each, so Blender-only test environments reach the back end too; fails the test
+    with the command's output unless it succeeds."""
+    python = os.environ.get("CAPTALK_BACKEND_PYTHON", sys.executable)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    result = subprocess.run([python, "-m", "model", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, open_head_file) -> tuple[Path, Path]:
+    """(dataset, checkpoint), built once per test session (about 2 minutes on 2 cores): 0.012 h
+    of synthetic clips on the open head, the last two moved to the test split, and a tiny
+    codec and AR model (log-mel speech features) trained on them by the training commands.
+    The motion is barely trained: tests use it for plumbing, not quality."""
+    root = tmp_path_factory.mktemp("tiny-model")
+    data = root / "data"
+    run_backend("data", "synth", "--out", str(data), "--hours", "0.012", "--voices", "flite_slt,flite_awb",
+                "--workers", "1")
+    manifest = data / "manifest.jsonl"
+    entries = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert len(entries) >= 4
+    for entry in entries[-2:]:
+        entry["split"] = "test"
+    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    checkpoint = root / "ckpt"
+    run_backend("train", "codec", "--data", str(data), "--out", str(checkpoint), "--steps", "20", "--val-every", "20",
+                *TINY_TRAINING)
+    run_backend("train", "ar", "--data", str(data), "--checkpoint", str(checkpoint), "--steps", "20", "--val-every",
+                "20", "--speech-encoder", "logmel", "--text-encoder", "minilm", *TINY_TRAINING)
+    return data, checkpoint

@@ -14,13 +14,12 @@ import pytest
 
 from model.data.dataset import CaptionSegment
 from model.evaluate.conditions import CONDITIONS, condition_segments
-from model.evaluate.dynamic import frame_to_frame_mm, take_effect_frame
+from model.evaluate.dynamic import border_steps, frame_to_frame_mm, take_effect_frame
 from model.evaluate import EvaluationError
 from model.evaluate.report import concatenated_audio
 from model.head_model import HeadModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--size", "tiny", "--batch", "4", "--lr", "2e-3", "--log-every", "10", "--val-windows", "4", "--workers", "1"]
 
 
 def run_model(*args: str) -> subprocess.CompletedProcess:
@@ -34,27 +33,6 @@ def run_model(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def head(open_head_file) -> HeadModel:
     return HeadModel.load(open_head_file)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, open_head_file) -> tuple[Path, Path]:
-    """(dataset, checkpoint): 0.01 h of clips, the last two moved to the test split."""
-    root = tmp_path_factory.mktemp("eval")
-    data = root / "data"
-    run_model("data", "synth", "--out", str(data), "--hours", "0.012", "--voices", "flite_slt,flite_awb",
-              "--workers", "1")
-    manifest = data / "manifest.jsonl"
-    entries = [json.loads(line) for line in manifest.read_text().splitlines()]
-    assert len(entries) >= 4
-    for entry in entries[-2:]:
-        entry["split"] = "test"
-    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    checkpoint = root / "ckpt"
-    run_model("train", "codec", "--data", str(data), "--out", str(checkpoint), "--steps", "20", "--val-every", "20",
-              *TINY)
-    run_model("train", "ar", "--data", str(data), "--checkpoint", str(checkpoint), "--steps", "20", "--val-every",
-              "20", "--speech-encoder", "logmel", "--text-encoder", "minilm", *TINY)
-    return data, checkpoint
 
 
 def test_condition_segments_blank_what_the_condition_leaves_out():
@@ -81,6 +59,17 @@ def test_frame_to_frame_change_is_the_mean_vertex_step(head):
     assert steps[0] == 0 and steps[1] == 0 and steps[2] == pytest.approx(moved) and moved > 1
 
 
+def test_border_steps_find_a_seam_at_a_window_border(head):
+    motion = head.neutral_motion(30)
+    jaw = head.channel_names.index("jawOpen")
+    motion[:, jaw] = np.linspace(0.0, 0.29, 30)  # a steady opening: the same step everywhere
+    smooth = border_steps(head, motion, window=10)
+    assert smooth[0] == pytest.approx(smooth[1], rel=1e-3)
+    motion[20:, jaw] += 0.1  # a seam where the third window starts
+    seam, other_max, _ = border_steps(head, motion, window=10)
+    assert seam > 3 * other_max
+
+
 def test_concatenated_audio_is_cut_to_length_and_refuses_too_little(tmp_path):
     from model.audio import save_audio
 
@@ -92,8 +81,8 @@ def test_concatenated_audio_is_cut_to_length_and_refuses_too_little(tmp_path):
         concatenated_audio([tmp_path / "0.wav", tmp_path / "1.wav"], 3.0)
 
 
-def test_the_report_is_written_with_every_section(trained, tmp_path):
-    data, checkpoint = trained
+def test_the_report_is_written_with_every_section(tiny_checkpoint, tmp_path):
+    data, checkpoint = tiny_checkpoint
     out = tmp_path / "report"
     run_model("evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out), "--clips", "1",
               "--control-audios", "1", "--speed-seconds", "5", "--device", "cpu")
@@ -111,12 +100,14 @@ def test_the_report_is_written_with_every_section(trained, tmp_path):
     assert len(summary["controllability"]["rows"]) >= 40
     assert len(summary["real_speech"]["recordings"]) == 5
     assert all(case["untouched_before"] < 0.05 for case in summary["dynamic"])
+    borders = summary["window_borders"]
+    assert borders["max_step_at_borders_mm"] >= 0 and len(borders["border_offsets_std"]) >= 1
     speeds = summary["speed"]
     assert speeds[-1]["threads"] == 1 and all(s["audio_s"] == 5 and s["wall_s"] > 0 for s in speeds)
 
 
-def test_a_checkpoint_for_another_head_is_refused_clearly(tmp_path, trained):
-    data, checkpoint = trained
+def test_a_checkpoint_for_another_head_is_refused_clearly(tmp_path, tiny_checkpoint):
+    data, checkpoint = tiny_checkpoint
     other = tmp_path / "other"
     other.mkdir()
     for path in checkpoint.iterdir():

@@ -80,6 +80,16 @@ def frame_to_frame_mm(head: HeadModel, motion: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], steps])
 
 
+def border_steps(head: HeadModel, motion: np.ndarray, window: int) -> tuple[float, float, float]:
+    """(max d(t) at window borders t = k W, max and 99th percentile of d(t) at every
+    other frame), in mm: a codec that continues its prefix shows no seam at the borders."""
+    steps = frame_to_frame_mm(head, motion)
+    at_border = np.zeros(len(steps), dtype=bool)
+    at_border[window::window] = True
+    return float(steps[at_border].max(initial=0.0)), float(steps[~at_border][1:].max()), \
+        float(np.percentile(steps[~at_border][1:], 99))
+
+
 def attribute_trace(motion: np.ndarray, channels: Sequence[str], names: Sequence[str]) -> np.ndarray:
     """(T,) mean of the named channels per frame."""
     missing = [n for n in names if n not in channels]

@@ -189,6 +189,18 @@ def run_report(config: ReportConfig, log=print) -> dict:
         runs.append(speed.measure_speed(generator, audio, schedule, options))
         torch.set_num_threads(previous)
     summary["speed"] = [r.summary() for r in runs]
+    long_run = generator.generate(audio, schedule, options)
+    seam, other_max, other_p99 = dynamic.border_steps(head, long_run.motion, generator.window)
+    offsets = long_run.meta["border_offsets"]
+    summary["window_borders"] = {"max_step_at_borders_mm": seam, "max_step_elsewhere_mm": other_max,
+                                 "p99_step_elsewhere_mm": other_p99, "border_offsets_std": offsets}
+    sections += ["## Window borders", "",
+                 f"On the same {config.speed_seconds:g} s: the largest frame-to-frame change at a window border "
+                 f"(every {generator.window} frames) is {seam:.3f} mm, against {other_max:.3f} mm (99th percentile "
+                 f"{other_p99:.3f} mm) at all other frames (mean vertex step, `dynamic.border_steps`). The offset "
+                 "between where the motion was heading and where the decoded window starts, before the border "
+                 f"blend fades it (`model.generate`), in data standard deviations: median "
+                 f"{np.median(offsets) if offsets else 0:.3f}, max {max(offsets, default=0):.3f}."]
     sections += ["## Speed", "", f"Real-time factor (generation seconds / audio seconds) for {config.speed_seconds:g} s "
                  "of test speech, encoders included, checkpoint load excluded; the split is the generator's own "
                  "timings (`model.evaluate.speed`).", "", speed.speed_markdown(runs)]

@@ -1,0 +1,109 @@
+"""25 fps motion on scene frames: the right frames, exact values, no drift over long clips."""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from model.rig_layout import bone_local_quaternions
+from model.rotations import axis_angle_to_matrix
+from model.timeline import (SceneRate, TimelineError, channel_layout, rig_animation, sample_motion,
+                            scene_frames)
+
+# Blender's rate presets as (fps, fps_base); 29.97 is 30 / 1.001.
+RATES = {"24": (24, 1.0), "25": (25, 1.0), "29.97": (30, 1.001), "30": (30, 1.0), "50": (50, 1.0), "60": (60, 1.0)}
+
+
+def ramp(frames: int) -> np.ndarray:
+    """(T, 2) motion whose value is a straight line in the motion frame: 0.5 + i/10, and -i."""
+    i = np.arange(frames, dtype=np.float64)
+    return np.stack([0.5 + i / 10, -i], axis=1)
+
+
+def exact_position(frame: int, frame_start: int, fps: int, fps_base: float) -> Fraction:
+    """Motion frame shown at ``frame``: (frame - start) * fps_base / fps * 25, exactly."""
+    return (frame - frame_start) * Fraction(str(fps_base)) * 25 / fps
+
+
+@pytest.mark.parametrize("rate", RATES, ids=str)
+def test_a_ramp_lands_exactly_on_the_computed_frames(rate):
+    fps, fps_base = RATES[rate]
+    start, motion = 7, ramp(101)  # 4 s of motion: frames 0..100 at 25 fps
+    frames, values = sample_motion(motion, start, SceneRate(fps, fps_base))
+
+    last = start + math.floor(Fraction(100, 25) * fps / Fraction(str(fps_base)))
+    np.testing.assert_array_equal(frames, np.arange(start, last + 1))
+    expected = np.array([[0.5 + float(p) / 10, -float(p)]
+                         for p in (exact_position(f, start, fps, fps_base) for f in range(start, last + 1))])
+    np.testing.assert_allclose(values, expected, rtol=0, atol=1e-12)
+    assert values[0].tolist() == [0.5, 0.0]  # the strip's first frame shows motion frame 0
+
+
+def test_frames_that_show_a_motion_frame_get_exactly_its_value():
+    motion = np.random.default_rng(0).normal(size=(60, 3))
+    # 50 fps: every second scene frame is a motion frame; 29.97 fps: frame 1200 shows motion frame 1001.
+    frames, values = sample_motion(motion, 10, SceneRate(50))
+    np.testing.assert_array_equal(values[::2], motion)
+    frames, values = sample_motion(np.tile(motion, (20, 1)), 0, SceneRate(30, 1.001))
+    assert frames[1200] == 1200 and np.array_equal(values[1200], np.tile(motion, (20, 1))[1001])
+
+
+def test_between_motion_frames_the_value_is_the_linear_mix():
+    motion = np.array([[0.0], [1.0], [3.0]])
+    frames, values = sample_motion(motion, 1, SceneRate(30))  # scene frame 1 + k shows motion frame k * 25/30
+    assert frames.tolist() == [1, 2, 3]  # frame 3 shows 1.667; frame 4 (2.5) is past the last motion frame
+    np.testing.assert_allclose(values[:, 0], [0.0, 5 / 6, 1 + 2 * (2 / 3)], atol=1e-12)
+
+
+def test_a_ten_minute_clip_at_29_97_ends_on_the_right_frame():
+    start, motion_frames = 101, 10 * 60 * 25  # 10 min: motion frames 0..14999 (599.96 s)
+    frames, values = sample_motion(ramp(motion_frames), start, SceneRate(30, 1.001))
+    last = start + math.floor(Fraction(motion_frames - 1, 25) * 30 / Fraction("1.001"))
+    assert last == start + 17980  # 599.96 s * 29.97... = 17980.82 frames
+    assert frames[0] == start and frames[-1] == last and len(frames) == last - start + 1
+    position = exact_position(last, start, 30, 1.001)
+    assert values[-1, 1] == pytest.approx(-float(position), abs=1e-9)
+    # adding a float32 step per frame would end 2.3 motion frames early here: the test can tell
+    drifting = np.cumsum(np.full(last - start, np.float32(25 * 1.001 / 30), dtype=np.float32))[-1]
+    assert abs(drifting - float(position)) > 1
+
+
+def test_blender_float32_fps_base_is_read_as_the_preset():
+    float32_base = float(np.float32(1.001))  # what scene.render.fps_base returns for 29.97
+    assert float32_base != 1.001 and SceneRate.from_blender(30, float32_base) == SceneRate(30, 1.001)
+
+
+def test_fractional_strip_start_keys_whole_frames_only():
+    frames, values = sample_motion(ramp(26), 3.5, SceneRate(25))  # 1 s of motion from frame 3.5
+    assert frames[0] == 4 and frames[-1] == 28
+    np.testing.assert_allclose(values[0, 1], -0.5)
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(TimelineError):
+        SceneRate(0)
+    with pytest.raises(TimelineError):
+        scene_frames(0, 1, SceneRate(24))
+    with pytest.raises(TimelineError):
+        sample_motion(np.zeros(10), 1, SceneRate(24))
+    with pytest.raises(TimelineError):
+        channel_layout(["jawOpen", "head.rx", "head.rz", "head.ry"])
+
+
+def test_rig_animation_splits_shape_keys_and_bone_quaternions():
+    channels = ["jawOpen", "smile", "head.rx", "head.ry", "head.rz"]
+    assert channel_layout(channels) == (("jawOpen", "smile"), ("head",))
+    rng = np.random.default_rng(1)
+    motion = np.concatenate([rng.uniform(0, 1, (50, 2)), rng.normal(0, 0.05, (50, 3))], axis=1)
+    rest = axis_angle_to_matrix(np.array([0.3, -0.2, 0.1]))
+    animation = rig_animation(motion, channels, {"head": rest}, 1, SceneRate(25))
+
+    assert animation.shape_keys == ("jawOpen", "smile") and animation.bones == ("head",)
+    np.testing.assert_array_equal(animation.frames, np.arange(1, 51))
+    np.testing.assert_allclose(animation.shape_values, motion[:, :2], atol=1e-7)
+    assert animation.bone_quaternions.shape == (1, 50, 4)
+    np.testing.assert_allclose(animation.bone_quaternions[0], bone_local_quaternions(motion[:, 2:], rest), atol=1e-7)
+    with pytest.raises(TimelineError, match="no bone"):
+        rig_animation(motion, channels, {}, 1, SceneRate(25))
