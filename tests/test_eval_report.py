@@ -121,3 +121,16 @@ def test_a_checkpoint_for_another_head_is_refused_clearly(tmp_path, tiny_checkpo
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "open head" in result.stderr and "someone-elses-head" in result.stderr
     assert not (tmp_path / "r" / "report.md").exists()
+
+
+def test_face_lve_ignores_head_pose_but_not_the_jaw(head):
+    from model.evaluate.conditions import face_lve
+    from model.metrics import sequence_metrics
+
+    truth = head.neutral_motion(10)
+    turned = truth.copy()
+    turned[:, head.rotation_slice("head")] = (0.0, 0.1, 0.0)  # 5.7 degrees: lips move by millimetres
+    assert sequence_metrics(head, turned, truth).lve_mm > 2 and face_lve(head, turned, truth) == 0
+    opened = truth.copy()
+    opened[:, head.channel_names.index("jawOpen")] = 0.5
+    assert face_lve(head, opened, truth) == pytest.approx(sequence_metrics(head, opened, truth).lve_mm)
