@@ -77,3 +77,18 @@ def tiny_checkpoint(tmp_path_factory, open_head_file) -> tuple[Path, Path]:
     run_backend("train", "ar", "--data", str(data), "--checkpoint", str(checkpoint), "--steps", "20", "--val-every",
                 "20", "--speech-encoder", "logmel", "--text-encoder", "minilm", *TINY_TRAINING)
     return data, checkpoint
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a test module that trains small models: on 2 shared
+    cores a second thread mostly waits for the first (about 20x slower when busy).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``; torch is
+    imported here, not at the top, because the Blender-only test environments lack it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

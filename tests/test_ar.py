@@ -27,13 +27,7 @@ STYLES = {"a speaker who opens the mouth wide": 1.0, "someone who barely moves t
 EMOTIONS = {"happy": 0.6, "neutral": 0.05, "": 0.2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # two shared cores: a second intra-op thread mostly waits for the first with these tiny models
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- synthetic data

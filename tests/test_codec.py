@@ -23,14 +23,7 @@ OPEN_HEAD_CHANNELS = 55  # 52 ARKit weights (alphabetical) + head rotation
 JAW_OPEN, BLINKS, HEAD = 24, (8, 9), slice(52, 55)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On 2 shared cores a second intra-op thread only waits for the first: one thread
-    # trains these small models ~20x faster when the machine is busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smooth_noise(rng: np.random.Generator, frames: int, channels: int, knot_every: int) -> np.ndarray:

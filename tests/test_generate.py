@@ -30,12 +30,7 @@ STYLE, OTHER_STYLE = "a speaker who opens the mouth wide", "someone who barely m
 RAW = GenerationOptions(smoothing=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
