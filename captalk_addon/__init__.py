@@ -1,11 +1,22 @@
-"""Blender-side logic: preferences, paths, rig building, the back-end client.
+"""Blender-side logic: preferences, scene properties, paths, rig building, animation
+writing, baking and the back-end client.
 
 Uses only Blender's bundled modules and numpy; torch stays in the back-end process.
 """
 import bpy
 
-from . import preferences
+from . import preferences, properties
 
-classes = (*preferences.classes,)
+classes = (*preferences.classes, *properties.classes)
 
-register, unregister = bpy.utils.register_classes_factory(classes)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register() -> None:
+    _register_classes()
+    properties.attach()
+
+
+def unregister() -> None:
+    properties.detach()
+    _unregister_classes()

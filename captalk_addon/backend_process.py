@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..model.serve.launch import explain_failure
 from .paths import EXTENSION_ROOT, setup_backend_python
 from .preferences import get_preferences
 
@@ -41,7 +42,7 @@ class BackendCommand:
                 "or choose the interpreter in Preferences > Add-ons > CapTalk."
             )
         env = dict(os.environ, PYTHONPATH=str(EXTENSION_ROOT), PYTHONUNBUFFERED="1")
-        self.args = args
+        self.args, self.python = args, python
         self.process = subprocess.Popen(
             [python, "-m", "model", *args],
             cwd=EXTENSION_ROOT,
@@ -59,7 +60,7 @@ class BackendCommand:
         """Wait for the end; return its output or raise BackendError with its last lines."""
         output, _ = self.process.communicate()
         if self.process.returncode != 0:
-            raise BackendError(explain_failure(output, self.process.returncode))
+            raise BackendError(explain_failure(output, self.process.returncode, self.python))
         return output
 
     def cancel(self) -> None:
@@ -70,15 +71,3 @@ class BackendCommand:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-
-
-def explain_failure(output: str, returncode: int) -> str:
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    last = lines[-1] if lines else f"exit status {returncode}"
-    if "No module named" in output:
-        return (
-            f"The back-end Python lacks a package ({last}). Run CapTalk's set-up or point "
-            "Preferences > Add-ons > CapTalk > Back-end Python at its environment."
-        )
-    return f"CapTalk back end failed: {last}"
-

@@ -133,6 +133,22 @@ def _evaluate(args) -> None:
                             render=not args.no_render, speed_seconds=args.speed_seconds))
 
 
+def _serve(args) -> None:
+    from .serve.launch import EXIT_ALREADY_RUNNING
+    from .serve.protocol import Limits
+    from .serve.server import ServerConfig, WorkerStartError, serve
+
+    limits = Limits(max_audio_seconds=args.max_audio_minutes * 60, max_body_bytes=int(args.max_body_mb * 2**20))
+    config = ServerConfig(checkpoint=Path(args.checkpoint) if args.checkpoint else None, device=args.device,
+                          port=args.port, session_file=Path(args.session_file) if args.session_file else None,
+                          limits=limits, owners=tuple(args.owner), threads=args.threads)
+    try:
+        serve(config)
+    except WorkerStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_ALREADY_RUNNING) from None
+
+
 def _default_head() -> Path:
     from .paths import default_open_head_file
 
@@ -318,6 +334,20 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--speed-seconds", type=float, default=60.0, help="audio length of the speed run")
     evaluate.add_argument("--no-render", action="store_true", help="skip the Blender stills")
     evaluate.set_defaults(run=_evaluate)
+
+    serve = commands.add_parser("serve", help="the local worker the add-on talks to (loopback only, token file)")
+    serve.add_argument("--checkpoint", help="checkpoint folder (default: <repo>/checkpoints/default)")
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="auto: CUDA (half precision) when available, else CPU")
+    serve.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one, reported)")
+    serve.add_argument("--session-file", help="where to write port and token (default: per user, checkpoint "
+                       "and device, under $XDG_RUNTIME_DIR/captalk)")
+    serve.add_argument("--owner", type=int, action="append", default=[],
+                       help="exit when this process (and every other attached one) has exited; repeatable")
+    serve.add_argument("--max-audio-minutes", type=float, default=30.0, help="longest audio accepted")
+    serve.add_argument("--max-body-mb", type=float, default=256.0, help="largest request body accepted")
+    serve.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    serve.set_defaults(run=_serve)
 
     args = parser.parse_args(argv)
     try:

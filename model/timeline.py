@@ -25,18 +25,22 @@ Interpolation is linear between the two motion frames around p(f):
   `model.rotations`); about a single axis it is exactly zero.
 The rotation vectors are then turned into bone quaternions by the existing
 `model.rig_layout.bone_local_quaternions` (sign-continuous for F-curves).
+
+Captions go the other way: `caption_schedule` turns caption sections on timeline
+markers into a caption schedule in seconds from the audio's start (`model.schedule`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .audio import MOTION_FPS
 from .head_model import ROTATION_AXES, rotation_channel_names
 from .rig_layout import bone_local_quaternions
+from .schedule import start_frame
 
 # Positions are snapped to whole frames within this tolerance, so a frame that lands
 # exactly on the clip's last motion frame (up to float round-off) is kept.
@@ -162,3 +166,50 @@ def rig_animation(motion: np.ndarray, channels: Sequence[str], bone_rest: Mappin
         bones=joints,
         bone_quaternions=np.asarray(quaternions, dtype=np.float32).reshape(len(joints), len(frames), 4),
     )
+
+
+def caption_schedule(sections: Iterable[tuple[float, str, str]], style: str, emotion: str,
+                     audio_start_frame: float, rate: SceneRate, duration: float,
+                     motion_fps: float = MOTION_FPS) -> list[dict]:
+    """Caption sections on timeline markers -> schedule entries for one piece of audio.
+
+    sections: (marker frame, style, emotion) per section, in any order; style / emotion:
+    the default captions; audio_start_frame: the scene frame (may be fractional) at which
+    the audio's time 0 plays; duration: the audio's length in seconds. Returns
+    ``[{"start": seconds from the audio's start, "style", "emotion"}, ...]`` sorted by
+    start, the first at 0, every caption resolved (as `model.schedule.parse_schedule`
+    takes them, and it accepts them).
+
+    Rules:
+    - a marker at frame f is at t = (f - audio_start_frame) * fps_base / fps seconds;
+    - an empty (or blank) caption in a section keeps the caption in force before it, so a
+      section can change just the style or just the emotion ("" cannot switch a caption
+      off mid-clip: write "neutral" for no particular emotion);
+    - sections are applied in time order, and those that take effect on the same motion
+      frame (`model.schedule.start_frame`) merge into one entry: the later marker wins
+      for each caption it sets (on the very same frame, the later one in ``sections``);
+    - sections at or before the audio's start set the captions in force from 0 s;
+    - sections on or after the audio's last motion frame are ignored (they would change
+      nothing that plays), as are sections that change neither caption.
+    """
+    if not (math.isfinite(audio_start_frame) and math.isfinite(duration) and duration > 0):
+        raise TimelineError(f"the audio needs a finite start frame and a duration > 0 s, got start "
+                            f"{audio_start_frame} and duration {duration}")
+    num_motion_frames = max(1, int(round(duration * motion_fps)))  # as Schedule.check_duration counts
+    timed = sorted(((float(frame) - audio_start_frame) * rate.fps_base / rate.fps, order, sec_style, sec_emotion)
+                   for order, (frame, sec_style, sec_emotion) in enumerate(sections))
+    current = {"style": style.strip(), "emotion": emotion.strip()}
+    entries = [{"start": 0.0, **current}]
+    for seconds, _, sec_style, sec_emotion in timed:
+        frame = start_frame(max(seconds, 0.0), motion_fps)
+        if frame >= num_motion_frames:
+            break
+        for key, caption in (("style", sec_style), ("emotion", sec_emotion)):
+            if caption.strip():
+                current[key] = caption.strip()
+        last = entries[-1]
+        if start_frame(last["start"], motion_fps) == frame:  # same motion frame: merge
+            last.update(current)
+        elif (last["style"], last["emotion"]) != (current["style"], current["emotion"]):
+            entries.append({"start": seconds, **current})
+    return entries

@@ -9,8 +9,9 @@ import pytest
 
 from model.rig_layout import bone_local_quaternions
 from model.rotations import axis_angle_to_matrix
-from model.timeline import (SceneRate, TimelineError, channel_layout, rig_animation, sample_motion,
-                            scene_frames)
+from model.schedule import parse_schedule
+from model.timeline import (SceneRate, TimelineError, caption_schedule, channel_layout, motion_positions,
+                            rig_animation, sample_motion, scene_frames)
 
 # Blender's rate presets as (fps, fps_base); 29.97 is 30 / 1.001.
 RATES = {"24": (24, 1.0), "25": (25, 1.0), "29.97": (30, 1.001), "30": (30, 1.0), "50": (50, 1.0), "60": (60, 1.0)}
@@ -107,3 +108,94 @@ def test_rig_animation_splits_shape_keys_and_bone_quaternions():
     np.testing.assert_allclose(animation.bone_quaternions[0], bone_local_quaternions(motion[:, 2:], rest), atol=1e-7)
     with pytest.raises(TimelineError, match="no bone"):
         rig_animation(motion, channels, {}, 1, SceneRate(25))
+
+
+# Caption sections on timeline markers -> the caption schedule of one piece of audio.
+
+SECTION_RATES = {"24": (24, 1.0), "25": (25, 1.0), "29.97": (30, 1.001)}
+
+
+def marker_seconds(frame: float, audio_start: float, fps: int, fps_base: float) -> Fraction:
+    """Seconds from the audio's start at which a marker on ``frame`` plays, exactly."""
+    return (Fraction(frame) - Fraction(audio_start)) * Fraction(str(fps_base)) / fps
+
+
+@pytest.mark.parametrize("rate", SECTION_RATES, ids=str)
+@pytest.mark.parametrize("audio_start", [101, 100.5], ids=["whole-start", "fractional-start"])
+def test_markers_before_inside_and_after_the_audio(rate, audio_start):
+    fps, fps_base = SECTION_RATES[rate]
+    duration = 10.0
+    inside = math.ceil(audio_start) + 2 * fps  # about 2 s in
+    end = audio_start + duration * fps / fps_base
+    sections = [
+        (inside, "", "very angry"),
+        (math.floor(audio_start) - 30, "a calm teacher, subtle head movements", ""),  # before: sets the start
+        (math.ceil(end) + 5, "ignored", "ignored"),  # after the end
+        (inside + fps, "a lively presenter", ""),  # 1 s later: only the style changes
+    ]
+    entries = caption_schedule(sections, "a news anchor", "neutral", audio_start, SceneRate(fps, fps_base), duration)
+
+    assert entries == [
+        {"start": 0.0, "style": "a calm teacher, subtle head movements", "emotion": "neutral"},
+        {"start": pytest.approx(float(marker_seconds(inside, audio_start, fps, fps_base)), abs=1e-12),
+         "style": "a calm teacher, subtle head movements", "emotion": "very angry"},
+        {"start": pytest.approx(float(marker_seconds(inside + fps, audio_start, fps, fps_base)), abs=1e-12),
+         "style": "a lively presenter", "emotion": "very angry"},
+    ]
+    schedule = parse_schedule(entries)
+    schedule.check_duration(duration)
+    # The change shows from the first motion frame the marker's scene frame reaches, the
+    # one the key writer samples there (`motion_positions`).
+    expected = [math.ceil(round(float(p), 6)) for p in motion_positions(np.array([inside, inside + fps]), audio_start,
+                                                                        SceneRate(fps, fps_base))]
+    assert list(schedule.change_frames()) == expected
+
+
+def test_no_sections_gives_the_default_captions_throughout():
+    assert caption_schedule([], " a calm teacher ", "", 1, SceneRate(24), 3.0) == [
+        {"start": 0.0, "style": "a calm teacher", "emotion": ""}]
+
+
+def test_a_marker_on_the_audio_start_sets_the_start_and_one_on_the_end_is_ignored():
+    rate = SceneRate(25)
+    entries = caption_schedule([(11, "", "happy"), (11 + 100, "", "sad")], "s", "e", 11, rate, 4.0)
+    assert entries == [{"start": 0.0, "style": "s", "emotion": "happy"}]  # frame 111 plays 4.0 s: the end
+    last = caption_schedule([(11 + 99, "", "sad")], "s", "e", 11, rate, 4.0)  # the last motion frame counts
+    assert [e["emotion"] for e in last] == ["e", "sad"]
+
+
+def test_empty_captions_keep_the_previous_ones_and_no_op_sections_are_dropped():
+    rate = SceneRate(24)
+    sections = [(24, "", "happy"), (48, "", ""), (72, "   ", "happy"), (96, "lively", "")]
+    entries = caption_schedule(sections, "calm", "", 0, rate, 10.0)
+    assert [(e["start"], e["style"], e["emotion"]) for e in entries] == [
+        (0.0, "calm", ""), (1.0, "calm", "happy"), (4.0, "lively", "happy")]
+
+
+def test_two_markers_on_one_scene_frame_merge_and_the_later_section_wins():
+    sections = [(48, "", "sad"), (48, "lively", "happy")]
+    entries = caption_schedule(sections, "calm", "neutral", 0, SceneRate(24), 5.0)
+    assert entries == [{"start": 0.0, "style": "calm", "emotion": "neutral"},
+                       {"start": 2.0, "style": "lively", "emotion": "happy"}]
+
+
+def test_markers_on_one_motion_frame_merge_and_the_later_marker_wins():
+    # At 60 fps frames 121 and 122 play 2.017 s and 2.033 s: both take effect on motion frame 51.
+    sections = [(122, "", "sad"), (121, "lively", "happy")]
+    entries = caption_schedule(sections, "calm", "neutral", 0, SceneRate(60), 5.0)
+    assert [(e["style"], e["emotion"]) for e in entries] == [("calm", "neutral"), ("lively", "sad")]
+    assert entries[1]["start"] == pytest.approx(121 / 60)
+    assert parse_schedule(entries).change_frames() == (51,)  # accepted: one change on that frame
+
+
+def test_sections_at_or_before_the_start_apply_in_time_order():
+    sections = [(5, "", "happy"), (-20, "calm", "sad"), (10, "", "")]
+    entries = caption_schedule(sections, "s", "e", 10, SceneRate(24), 2.0)
+    assert entries == [{"start": 0.0, "style": "calm", "emotion": "happy"}]
+
+
+def test_a_bad_audio_start_or_duration_is_refused():
+    with pytest.raises(TimelineError):
+        caption_schedule([], "", "", 1, SceneRate(24), 0.0)
+    with pytest.raises(TimelineError):
+        caption_schedule([], "", "", float("nan"), SceneRate(24), 1.0)

@@ -1,0 +1,189 @@
+"""The worker's job queue: jobs run one at a time, in the order they came, on one thread.
+
+One model, one thread: two jobs at once would only share the same cores (and GPU) and
+finish no sooner, and the model's buffers are not made for concurrent use. Jobs from
+different clients are kept apart by their ids (random, unguessable), never by order.
+
+A job's life: queued -> running -> done | failed | cancelled (queued -> cancelled when
+cancelled before it starts). Each change and each progress report is an `Event` with a
+sequence number, so a client polling with ``after=seq`` never misses or repeats one.
+Finished jobs are kept until their result is taken or `KEEP_FINISHED` newer jobs have
+finished, whichever comes first.
+"""
+from __future__ import annotations
+
+import collections
+import secrets
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINISHED = (DONE, FAILED, CANCELLED)
+KEEP_FINISHED = 32
+
+
+class JobCancelled(Exception):
+    """Raised by a job's work when its cancel event was set."""
+
+
+class JobFailed(Exception):
+    """Raised by a job's work for a failure the user can act on (the message says how)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    state: str
+    fraction: float
+    message: str
+
+    def to_json(self) -> dict:
+        return {"seq": self.seq, "state": self.state, "fraction": round(self.fraction, 4), "message": self.message}
+
+
+@dataclass
+class Job:
+    id: str
+    payload: Any  # what the work function gets (the checked request)
+    client: str
+    created: float = field(default_factory=time.time)
+    state: str = QUEUED
+    events: list[Event] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: str = ""
+
+
+# work(job, progress) -> result; progress(fraction, message) reports; it checks job.cancel
+Work = Callable[[Job, Callable[[float, str], None]], Any]
+
+
+class JobQueue:
+    def __init__(self, work: Work):
+        self._work = work
+        self._jobs: dict[str, Job] = {}
+        self._pending: collections.deque[Job] = collections.deque()
+        self._finished: collections.deque[str] = collections.deque()
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="captalk-jobs", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ clients' side
+    def submit(self, payload: Any, client: str = "") -> tuple[Job, int]:
+        """Queue a job; returns it and how many jobs run or wait before it."""
+        with self._changed:
+            if self._stopping:
+                raise RuntimeError("the worker is shutting down")
+            job = Job(id=secrets.token_hex(16), payload=payload, client=client)
+            ahead = len(self._pending) + (1 if self.running() else 0)
+            self._jobs[job.id] = job
+            self._pending.append(job)
+            self._add_event(job, 0.0, f"queued ({ahead} job{'s' if ahead != 1 else ''} ahead)")
+            return job, ahead
+
+    def get(self, job_id: str) -> Job:
+        """The job (KeyError if unknown or forgotten)."""
+        with self._changed:
+            return self._jobs[job_id]
+
+    def events(self, job_id: str, after: int = 0, wait: float = 0.0) -> tuple[list[Event], str]:
+        """Events with seq > ``after``, waiting up to ``wait`` s for one; and the job's state."""
+        deadline = time.monotonic() + wait
+        with self._changed:
+            job = self._jobs[job_id]
+            while True:
+                new = [e for e in job.events if e.seq > after]
+                left = deadline - time.monotonic()
+                if new or job.state in FINISHED or left <= 0:
+                    return new, job.state
+                self._changed.wait(left)
+
+    def take_result(self, job_id: str) -> Job:
+        """The finished job, forgotten after this (KeyError if unknown; the caller checks state)."""
+        with self._changed:
+            job = self._jobs[job_id]
+            if job.state in FINISHED:
+                del self._jobs[job_id]
+            return job
+
+    def cancel(self, job_id: str) -> Job:
+        with self._changed:
+            job = self._jobs[job_id]
+            if job.state == QUEUED:
+                self._pending.remove(job)
+                self._finish(job, CANCELLED, "cancelled before it started")
+            elif job.state == RUNNING:
+                job.cancel.set()
+            return job
+
+    def running(self) -> Job | None:
+        with self._changed:
+            return next((j for j in self._jobs.values() if j.state == RUNNING), None)
+
+    def counts(self) -> dict:
+        with self._changed:
+            states = collections.Counter(j.state for j in self._jobs.values())
+            return {state: states.get(state, 0) for state in (QUEUED, RUNNING, DONE, FAILED, CANCELLED)}
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel everything and wait for the running job to stop."""
+        with self._changed:
+            self._stopping = True
+            while self._pending:
+                self._finish(self._pending.popleft(), CANCELLED, "the worker shut down")
+            for job in self._jobs.values():
+                job.cancel.set()
+            self._changed.notify_all()
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ the runner thread
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._stopping:
+                    self._changed.wait()
+                if self._stopping:
+                    return
+                job = self._pending.popleft()
+                job.state = RUNNING
+                self._add_event(job, 0.0, "started")
+            self._execute(job)
+
+    def _execute(self, job: Job) -> None:
+        def progress(fraction: float, message: str) -> None:
+            with self._changed:
+                self._add_event(job, fraction, message)
+
+        try:
+            result = self._work(job, progress)
+        except JobCancelled as exc:
+            state, message, result = CANCELLED, str(exc) or "cancelled", None
+        except JobFailed as exc:
+            state, message, result = FAILED, str(exc), None
+        except Exception as exc:  # a bug: report it, keep serving
+            traceback.print_exc(file=sys.stderr)
+            state, message, result = FAILED, f"internal error in the worker: {type(exc).__name__}: {exc}", None
+        else:
+            state, message = DONE, "result ready"
+        with self._changed:
+            job.result = result
+            self._finish(job, state, message)
+
+    def _finish(self, job: Job, state: str, message: str) -> None:
+        """(lock held) Record the end of ``job`` and forget the oldest finished jobs."""
+        job.state = state
+        job.error = "" if state == DONE else message
+        self._add_event(job, 1.0 if state == DONE else (job.events[-1].fraction if job.events else 0.0), message)
+        self._finished.append(job.id)
+        while len(self._finished) > KEEP_FINISHED:
+            self._jobs.pop(self._finished.popleft(), None)
+
+    def _add_event(self, job: Job, fraction: float, message: str) -> None:
+        """(lock held) Append an event and wake waiting clients."""
+        job.events.append(Event(len(job.events) + 1, job.state, float(fraction), message))
+        self._changed.notify_all()

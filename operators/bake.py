@@ -1,0 +1,2 @@
+"""bake operators (being written)."""
+classes = ()

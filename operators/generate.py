@@ -1,0 +1,2 @@
+"""generate operators (being written)."""
+classes = ()
