@@ -5,7 +5,7 @@ Uses only Blender's bundled modules and numpy; torch stays in the back-end proce
 """
 import bpy
 
-from . import preferences, properties
+from . import preferences, properties, worker
 
 classes = (*preferences.classes, *properties.classes)
 
@@ -18,5 +18,6 @@ def register() -> None:
 
 
 def unregister() -> None:
+    worker.release_workers()  # a worker no other Blender uses exits now, not at quit
     properties.detach()
     _unregister_classes()

@@ -211,9 +211,21 @@ def section_entries(scene) -> list[tuple[int, str, str]]:
 classes = (CAPTALK_PG_section, CAPTALK_PG_scene, CAPTALK_PG_job)
 
 
+def strip_type():
+    """Blender's sequencer strip type: ``Strip`` from 4.4 on, ``Sequence`` before."""
+    return getattr(bpy.types, "Strip", None) or bpy.types.Sequence
+
+
 def attach() -> None:
     """Add CapTalk's pointer properties to Blender types (after `classes` are registered)."""
     bpy.types.Scene.captalk = bpy.props.PointerProperty(type=CAPTALK_PG_scene, override=_OVERRIDABLE)
+    # Per sound strip, so several strips (several characters) each drive their own rig.
+    strip_type().captalk_rig = bpy.props.PointerProperty(
+        name="CapTalk Rig",
+        description="The rig this sound strip drives; empty: the scene's CapTalk rig",
+        type=bpy.types.Object,
+        poll=_poll_target_rig,
+    )
     # Window-manager properties are not written to the .blend: a job never "runs" after loading.
     bpy.types.WindowManager.captalk_job = bpy.props.PointerProperty(type=CAPTALK_PG_job)
 
@@ -221,4 +233,5 @@ def attach() -> None:
 def detach() -> None:
     """Remove what `attach` added (before `classes` are unregistered)."""
     del bpy.types.WindowManager.captalk_job
+    del strip_type().captalk_rig
     del bpy.types.Scene.captalk

@@ -104,6 +104,7 @@ class GenerationTask:
         self.spec, self.request = spec, request
         self.messages: queue.Queue = queue.Queue()
         self.cancel_event = threading.Event()
+        self.backend = ""  # the worker's device and pid, once connected
         self.thread = threading.Thread(target=self._run, name="captalk-generate", daemon=True)
 
     def start(self) -> "GenerationTask":
@@ -133,6 +134,8 @@ class GenerationTask:
             try:
                 progress(0.0, "starting the back end" if attempt == 1 else "the back end stopped; restarting it")
                 client = get_worker(self.spec)
+                health = client.health()
+                self.backend = f"Back end: {health['device']}{' fp16' if health['half'] else ''} (pid {health['pid']})"
                 takes = client.generate(self.request, progress, self.cancel_event)
             except JobCancelledError:
                 self.messages.put(Failed("cancelled", cancelled=True))

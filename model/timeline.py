@@ -213,3 +213,40 @@ def caption_schedule(sections: Iterable[tuple[float, str, str]], style: str, emo
         elif (last["style"], last["emotion"]) != (current["style"], current["emotion"]):
             entries.append({"start": seconds, **current})
     return entries
+
+
+@dataclass(frozen=True)
+class StripTiming:
+    """Which part of a sound strip's audio plays, and where: audio second ``audio_start``
+    shows at scene frame ``start_frame`` (fractional), which is where motion frame 0 goes."""
+
+    audio_start: float
+    audio_end: float
+    start_frame: float
+
+    @property
+    def duration(self) -> float:
+        return self.audio_end - self.audio_start
+
+
+def strip_timing(frame_start: float, frame_final_start: float, frame_final_end: float, sound_offset: float,
+                 rate: SceneRate, audio_seconds: float) -> StripTiming:
+    """A sound strip's numbers as Blender keeps them -> the audio it plays (`StripTiming`).
+
+    Blender plays audio second t of the strip's sound at scene frame
+
+        f(t) = frame_start + (t + sound_offset) * fps / fps_base
+
+    (``frame_start``: where the untrimmed strip begins; ``sound_offset``: seconds the sound
+    is delayed within the strip, Blender 4.4+, else 0; measured with a mixdown), and only
+    between ``frame_final_start`` and ``frame_final_end`` (the trimmed strip). So the part
+    that plays is t in [t(frame_final_start), t(frame_final_end)] clipped to the sound's
+    [0, audio_seconds]. Raises `TimelineError` when no audio plays at all.
+    """
+    seconds_per_frame = rate.fps_base / rate.fps
+    audio_start = max(0.0, (frame_final_start - frame_start) * seconds_per_frame - sound_offset)
+    audio_end = min(float(audio_seconds), (frame_final_end - frame_start) * seconds_per_frame - sound_offset)
+    if not audio_end - audio_start >= 1.0 / MOTION_FPS:
+        raise TimelineError(f"the strip plays no audio (it is trimmed or offset past its sound: from "
+                            f"{audio_start:.2f} s to {audio_end:.2f} s of {audio_seconds:.2f} s)")
+    return StripTiming(audio_start, audio_end, frame_start + (audio_start + sound_offset) / seconds_per_frame)

@@ -109,6 +109,10 @@ class _MainPanel(_CapTalkPanel):
         settings = context.scene.captalk
         job = context.window_manager.captalk_job
         layout.prop(settings, "target_rig")
+        editor = context.scene.sequence_editor
+        strip = editor.active_strip if editor else None
+        if strip is not None and strip.type == "SOUND":
+            layout.prop(strip, "captalk_rig", text=f"Rig for '{strip.name}'")
         if job.running:
             row = layout.row(align=True)
             row.progress(factor=job.progress, type="BAR", text=job.message or f"{job.progress:.0%}")

@@ -20,6 +20,8 @@ from model.paths import OPEN_HEAD_RELATIVE  # noqa: E402
 def data_dir(tmp_path_factory) -> Path:
     path = Path(os.environ.get("CAPTALK_DATA_DIR") or tmp_path_factory.mktemp("captalk-data"))
     os.environ["CAPTALK_DATA_DIR"] = str(path)
+    # workers' session files then live in the data folder too, never beside the user's own
+    os.environ.pop("XDG_RUNTIME_DIR", None)
     return path
 
 

@@ -199,3 +199,22 @@ def test_a_bad_audio_start_or_duration_is_refused():
         caption_schedule([], "", "", 1, SceneRate(24), 0.0)
     with pytest.raises(TimelineError):
         caption_schedule([], "", "", float("nan"), SceneRate(24), 1.0)
+
+
+def test_strip_timing_follows_trims_and_the_sound_offset():
+    from model.timeline import strip_timing
+
+    rate = SceneRate(25)
+    # the mixdown measurement: strip at 11, delayed 1 s, trimmed by 5 frames -> audio 0.535 s plays at frame 49.375
+    timing = strip_timing(11, 16, 200, 1.0, rate, 7.56)
+    assert timing.audio_start == 0.0 and timing.start_frame == pytest.approx(36.0)
+    assert timing.start_frame + 0.535 * 25 == pytest.approx(49.375)
+    assert timing.audio_end == pytest.approx(189 / 25 - 1.0), "the delayed sound is cut at the strip's end"
+    # trimmed at the front: audio starts 2 s in, on the trimmed strip's first frame
+    timing = strip_timing(1, 51, 101, 0.0, rate, 10.0)
+    assert (timing.audio_start, timing.audio_end, timing.start_frame) == pytest.approx((2.0, 4.0, 51.0))
+    # 29.97 fps: frames are 1.001 / 30 s long
+    timing = strip_timing(100, 100, 100 + 300, 0.0, SceneRate(30, 1.001), 60.0)
+    assert timing.audio_end == pytest.approx(300 * 1.001 / 30)
+    with pytest.raises(TimelineError, match="plays no audio"):
+        strip_timing(1, 1, 50, 5.0, rate, 10.0)

@@ -76,7 +76,8 @@ class Limits:
 @dataclass(frozen=True)
 class GenerationRequest:
     """One generation: audio (a path the worker can read, or the file's bytes), captions,
-    the rig it is for, and sampling options.
+    the rig it is for, and sampling options. audio_start / audio_end crop the audio (the
+    part a trimmed sound strip plays); the motion's frame 0 is at audio_start.
 
     schedule: caption entries as `model.schedule.parse_schedule` takes them (start in
     seconds from the audio's start); style / emotion: the captions before the first.
@@ -86,6 +87,8 @@ class GenerationRequest:
 
     audio_path: str | None = None
     audio_bytes: bytes | None = None
+    audio_start: float = 0.0  # seconds into the audio where the clip starts (a trimmed strip)
+    audio_end: float | None = None  # where it ends; None: the audio's end
     schedule: tuple[Mapping[str, Any], ...] = ()
     style: str = ""
     emotion: str = ""
@@ -99,6 +102,11 @@ class GenerationRequest:
             raise RequestError("a request needs exactly one of audio_path and audio_bytes")
         if self.audio_path is not None and not os.path.isabs(self.audio_path):
             raise RequestError(f"audio_path must be absolute (the worker runs in its own folder): {self.audio_path!r}")
+        start, end = self.audio_start, self.audio_end
+        if isinstance(start, bool) or not isinstance(start, (int, float)) or not math.isfinite(start) or start < 0:
+            raise RequestError(f"audio_start must be a number of seconds >= 0, got {start!r}")
+        if end is not None and (isinstance(end, bool) or not isinstance(end, (int, float)) or not end > start):
+            raise RequestError(f"audio_end must be a number of seconds after audio_start ({start:g}), got {end!r}")
         for name in ("style", "emotion"):
             value = getattr(self, name)
             if not isinstance(value, str):
