@@ -14,7 +14,8 @@ for that strip and nothing else.
 Keys are written in bulk (``keyframe_points.add`` + ``foreach_set``), with LINEAR
 interpolation like the sampling in `model.timeline`. Keys sit on scene frames and the NLA
 strip maps action frames 1:1 onto the scene. Blender 4.4+ gets slotted actions (one slot
-named after the animated data-block); 4.2 gets classic actions.
+named after the animated data-block); 4.2 gets classic actions. The same bulk writer
+(`new_keyed_action`) serves the bake (`captalk_addon.bake`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ PROP_TARGET = "captalk_target"  # "shape_keys" or "bones"
 TRACK_NAME = "CapTalk"
 SLOTTED = bpy.app.version >= (4, 4, 0)
 _LINEAR = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
+LINEAR_INTERPOLATION = _LINEAR  # Keyframe.interpolation's value for LINEAR, as foreach_get/set read it
 
 
 class AnimationError(RuntimeError):
@@ -81,14 +83,49 @@ def action_fcurves(action) -> list:
             for fcurve in bag.fcurves]
 
 
+def is_captalk_result(action) -> bool:
+    """Whether ``action`` is one of CapTalk's generated results (not an artist's, not a bake)."""
+    return action is not None and PROP_STRIP in action
+
+
 def captalk_strips(id_block, strip_name: str | None = None) -> list:
     """NLA strips on ``id_block`` holding CapTalk's actions (for ``strip_name``, if given)."""
     data = id_block.animation_data if id_block else None
     if data is None:
         return []
     return [s for track in data.nla_tracks for s in track.strips
-            if s.action is not None and PROP_STRIP in s.action
-            and (strip_name is None or s.action[PROP_STRIP] == strip_name)]
+            if is_captalk_result(s.action) and (strip_name is None or s.action[PROP_STRIP] == strip_name)]
+
+
+def new_keyed_action(id_block, id_type: str, name: str, curves) -> tuple:
+    """A new action for ``id_block`` (of ``id_type``: "KEY", "OBJECT"), keyed in bulk: one
+    LINEAR F-curve per (data path, index, group name, frames (K,), values (K,)), each
+    curve with its own frames. Slotted on 4.4+ (one slot named after ``id_block``),
+    classic on 4.2. Returns (action, slot or None); nothing is assigned or placed."""
+    action = bpy.data.actions.new(name)
+    if SLOTTED:
+        slot = action.slots.new(id_type=id_type, name=id_block.name)
+        channelbag = action.layers.new("CapTalk").strips.new(type="KEYFRAME").channelbag(slot, ensure=True)
+        groups = {}
+        for path, index, group, frames, values in curves:
+            fcurve = channelbag.fcurves.new(path, index=index)
+            if group not in groups:
+                groups[group] = channelbag.groups.new(group)
+            fcurve.group = groups[group]
+            _key(fcurve, frames, values)
+        return action, slot
+    action.id_root = id_type
+    for path, index, group, frames, values in curves:
+        _key(action.fcurves.new(path, index=index, action_group=group), frames, values)
+    return action, None
+
+
+def assign_action(id_block, action, slot) -> None:
+    """Make ``action`` (with ``slot`` on 4.4+) the active action of ``id_block``."""
+    data = id_block.animation_data or id_block.animation_data_create()
+    data.action = action
+    if slot is not None:
+        data.action_slot = slot  # set explicitly: not picked for a shape-key Key
 
 
 def remove_result(id_block, strip_name: str) -> None:
@@ -114,25 +151,10 @@ def remove_result(id_block, strip_name: str) -> None:
 def _write_action(id_block, id_type: str, name: str, strip_name: str, target: str, frames, curves):
     """A new tagged action with one bulk-keyed F-curve per (path, index, group, values),
     placed as an NLA strip at frames[0]."""
-    action = bpy.data.actions.new(name)
+    action, slot = new_keyed_action(id_block, id_type, name,
+                                    [(path, index, group, frames, values) for path, index, group, values in curves])
     action[PROP_STRIP] = strip_name
     action[PROP_TARGET] = target
-    if SLOTTED:
-        slot = action.slots.new(id_type=id_type, name=id_block.name)
-        channelbag = action.layers.new("CapTalk").strips.new(type="KEYFRAME").channelbag(slot, ensure=True)
-        groups = {}
-        for path, index, group, values in curves:
-            fcurve = channelbag.fcurves.new(path, index=index)
-            if group not in groups:
-                groups[group] = channelbag.groups.new(group)
-            fcurve.group = groups[group]
-            _key(fcurve, frames, values)
-    else:
-        slot = None
-        action.id_root = id_type
-        for path, index, group, values in curves:
-            _key(action.fcurves.new(path, index=index, action_group=group), frames, values)
-
     _place(id_block, action, slot, name, int(frames[0]))
     return action
 

@@ -15,7 +15,9 @@ takes 2.. are written beside it, muted, as "<strip> take <k>" for the artist to 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import bpy
 
@@ -174,6 +176,7 @@ class GenerationRun:
         self.spec, self.jobs = spec, jobs
         self.results: list[list[MotionClip]] = []
         self.state, self.fraction, self.message, self.error = "running", 0.0, "starting", ""
+        self.failure: Failed | None = None
         self.backend = ""
         self.task: GenerationTask | None = None
 
@@ -205,19 +208,38 @@ class GenerationRun:
             elif isinstance(item, Failed):
                 self.state = "cancelled" if item.cancelled else "failed"
                 self.error = f"'{self.jobs[done].strip_name}': {item.message}"
+                self.failure = item
         return self.state
 
-    def run_here(self) -> str:
-        """The whole run on this thread (background Blender, scripts)."""
-        for job in self.jobs:
-            self.task = GenerationTask(self.spec, job.request)
-            for item in self.task.run_here():
-                if isinstance(item, Finished):
-                    self.results.append(item.takes)
-                elif isinstance(item, Failed):
-                    self.state = "cancelled" if item.cancelled else "failed"
-                    self.error = f"'{job.strip_name}': {item.message}"
-                    return self.state
-            self.backend = self.task.backend or self.backend
-        self.state, self.fraction = "done", 1.0
+    def run_here(self, report: Callable[[float, str], None] | None = None, poll_seconds: float = 0.05) -> str:
+        """The whole run, waiting here (background Blender, scripts); ``report(fraction,
+        message)`` hears each new progress message."""
+        self.start()
+        last = None
+        while self.step() == "running":
+            if report is not None and self.message != last:
+                report(self.fraction, self.message)
+                last = self.message
+            time.sleep(poll_seconds)
         return self.state
+
+
+def generate_in_process(jobs: list[StripJob], checkpoint: str | os.PathLike | None, device: str = "auto",
+                        report: Callable[[float, str], None] | None = None) -> list[list[MotionClip]]:
+    """The jobs' requests run by the model in THIS process: torch loads into Blender, so
+    only for headless batch when asked (``--in-process``). Raises the model's own errors
+    (`model.audio.AudioError`, `model.checkpoint.CheckpointError`...)."""
+    from ..model.audio import crop_audio, load_audio
+    from ..model.generate import GenerationOptions, Generator
+    from ..model.schedule import parse_schedule
+
+    generator = Generator.load(checkpoint, device=device)
+    results = []
+    for job in jobs:
+        request = job.request
+        audio = load_audio(request.audio_path if request.audio_path is not None else request.audio_bytes)
+        samples = crop_audio(audio, request.audio_start, request.audio_end)
+        schedule = parse_schedule(list(request.schedule), request.style, request.emotion)
+        takes = generator.generate(samples, schedule, GenerationOptions(**request.options), progress=report)
+        results.append([take.to_clip() for take in (takes if isinstance(takes, list) else [takes])])
+    return results

@@ -90,7 +90,11 @@ class Finished:
 @dataclass(frozen=True)
 class Failed:
     message: str
-    cancelled: bool = False
+    kind: str = "error"  # "cancelled", "bad input" (the request was refused), "unavailable" (no worker), "error"
+
+    @property
+    def cancelled(self) -> bool:
+        return self.kind == "cancelled"
 
 
 class GenerationTask:
@@ -123,11 +127,6 @@ class GenerationTask:
             except queue.Empty:
                 return items
 
-    def run_here(self) -> list:
-        """Run on this thread (background Blender has no event loop to poll from)."""
-        self._run()
-        return self.poll()
-
     def _run(self) -> None:
         progress = lambda fraction, message: self.messages.put(Progress(fraction, message))  # noqa: E731
         for attempt in (1, 2):
@@ -138,13 +137,17 @@ class GenerationTask:
                 self.backend = f"Back end: {health['device']}{' fp16' if health['half'] else ''} (pid {health['pid']})"
                 takes = client.generate(self.request, progress, self.cancel_event)
             except JobCancelledError:
-                self.messages.put(Failed("cancelled", cancelled=True))
+                self.messages.put(Failed("cancelled", "cancelled"))
             except WorkerGone as exc:
                 if attempt == 1 and not self.cancel_event.is_set():
                     continue
                 self.messages.put(Failed(str(exc)))
-            except (WorkerError, WorkerUnavailable, RequestError) as exc:
-                self.messages.put(Failed(str(exc)))
+            except WorkerUnavailable as exc:
+                self.messages.put(Failed(str(exc), "unavailable"))
+            except RequestError as exc:
+                self.messages.put(Failed(str(exc), "bad input"))
+            except WorkerError as exc:
+                self.messages.put(Failed(str(exc), "bad input" if exc.status in (400, 413) else "error"))
             except Exception as exc:  # never leave the operator waiting for a message
                 self.messages.put(Failed(f"unexpected error talking to the back end: {type(exc).__name__}: {exc}"))
             else:

@@ -80,6 +80,17 @@ def load_audio(source: str | os.PathLike | bytes, max_seconds: float = DEFAULT_M
     return to_mono_16k(samples, rate, name)
 
 
+def crop_audio(samples: np.ndarray, start: float = 0.0, end: float | None = None) -> np.ndarray:
+    """(N,) 16 kHz samples -> those from ``start`` to ``end`` seconds (None: the end);
+    `AudioError` when less than one motion frame is left."""
+    first = int(round(start * SAMPLE_RATE))
+    last = samples.size if end is None else min(samples.size, int(round(end * SAMPLE_RATE)))
+    if last - first < SAMPLE_RATE / MOTION_FPS:
+        raise AudioError(f"the audio from {start:g} s to {'its end' if end is None else f'{end:g} s'} holds less "
+                         f"than one motion frame (the audio is {samples.size / SAMPLE_RATE:.2f} s long)")
+    return samples[first:last]
+
+
 def save_audio(path: str | os.PathLike, samples: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
     """Write (N,) float samples as 16-bit PCM WAV, atomically (a reader never sees half a file)."""
     import soundfile

@@ -9,7 +9,7 @@ on first use and are shared per process through `speech_encoder` / `text_encoder
 Row i of every speech encoder describes the 40 ms of audio centred on i / 25 s (see
 `model.encoders.speech`).
 """
-from model.encoders.speech import (
+from .speech import (
     ALIGNMENT_VERSION,
     DEFAULT_SPEECH_ENCODER,
     HFSpeechConfig,
@@ -23,7 +23,7 @@ from model.encoders.speech import (
     speech_encoder,
     to_motion_frames,
 )
-from model.encoders.text import (
+from .text import (
     DEFAULT_TEXT_ENCODER,
     MAX_TOKENS,
     HFTextEncoder,

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.encoders.speech import ALIGNMENT_VERSION, SpeechEncoder
-from model.encoders.text import TextEncoder
-from model.atomic import atomic_write
-from model.paths import shared_data_dir
+from .speech import ALIGNMENT_VERSION, SpeechEncoder
+from .text import TextEncoder
+from ..atomic import atomic_write
+from ..paths import shared_data_dir
 
 
 TEXT_CACHE_VERSION = "t1"  # bump when caption tokenisation or truncation changes
@@ -102,7 +102,7 @@ class FeatureCache:
 
     def speech(self, encoder: SpeechEncoder, audio_path: str | os.PathLike) -> np.ndarray:
         """Audio file -> (T, dim) float32 features (float16 precision), computed at most once."""
-        from model.audio import load_audio
+        from ..audio import load_audio
 
         path = self.speech_path(encoder, audio_path)
         cached = _load(path, encoder.dim)

@@ -33,7 +33,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from model.audio import MOTION_FPS, SAMPLE_RATE, AudioError, frame_count
+from ..audio import MOTION_FPS, SAMPLE_RATE, AudioError, frame_count
 
 ALIGNMENT_VERSION = "c40ms-v1"  # "row i = 40 ms window centred on i / 25 s"
 MIN_SAMPLES = SAMPLE_RATE // 10  # shorter input is zero-padded: STFT / conv stacks need a few windows

@@ -145,7 +145,7 @@ class Worker:
 
     def check(self, request: GenerationRequest) -> CheckedRequest:
         """Everything that can be refused before queueing; `RequestError` with the reason."""
-        from ..audio import AudioError, load_audio
+        from ..audio import AudioError, crop_audio, load_audio
         from ..checkpoint import CheckpointError, check_fits
         from ..generate import GenerationError, GenerationOptions
         from ..schedule import ScheduleError, parse_schedule
@@ -163,8 +163,8 @@ class Worker:
             if request.audio_path is not None and not os.path.isfile(request.audio_path):
                 raise AudioError(f"'{request.audio_path}': no such file (the worker reads it as user "
                                  f"{_user_name()}, on this machine)")
-            samples = _crop(load_audio(source, max_seconds=self.config.limits.max_audio_seconds),
-                            request.audio_start, request.audio_end)
+            samples = crop_audio(load_audio(source, max_seconds=self.config.limits.max_audio_seconds),
+                                 request.audio_start, request.audio_end)
             schedule.check_duration(samples.size / SAMPLE_RATE)
         except (AudioError, CheckpointError, GenerationError, ScheduleError) as exc:
             raise RequestError(str(exc)) from None
@@ -289,16 +289,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away; nothing to tell it
-
-
-def _crop(samples, start: float, end: float | None):
-    """(N,) 16 kHz samples -> those from ``start`` to ``end`` seconds (None: the end)."""
-    first = int(round(start * SAMPLE_RATE))
-    last = samples.size if end is None else min(samples.size, int(round(end * SAMPLE_RATE)))
-    if last - first < SAMPLE_RATE // 25:
-        raise RequestError(f"the audio from {start:g} s to {'its end' if end is None else f'{end:g} s'} holds less "
-                           f"than one motion frame (the audio is {samples.size / SAMPLE_RATE:.2f} s long)")
-    return samples[first:last]
 
 
 def _number(query: dict, key: str, default, kind):

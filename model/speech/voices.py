@@ -30,7 +30,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE
+from ..audio import SAMPLE_RATE
 
 from .phones import PHONES, SILENCE, Phone
 

@@ -1,6 +1,8 @@
 """The headless main job, run as a real process the way the README runs it."""
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -246,3 +248,108 @@ def test_a_bad_schedule_is_bad_input_and_writes_nothing(tmp_path, data_dir, open
     assert result.returncode == 2, result.stderr
     assert "schedule entry 2" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+# ----------------------------------------------------------------- job lists, every strip, engines, in-process
+@needs_audio
+def test_a_job_list_writes_each_job_from_the_same_scene(tmp_path, addon, data_dir, open_head_file, tiny_checkpoint):
+    from captalk.model.motion_file import load_motion
+
+    short_speech(tmp_path / "a.wav", 1.6)
+    short_speech(tmp_path / "b.wav", 2.8)
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps({"jobs": [
+        {"name": "first", "audio": "a.wav", "emotion": "sad"},
+        {"name": "second", "audio": "b.wav", "rig": "open", "start_frame": 20, "seed": 2,
+         "schedule": [{"start": 1.2, "emotion": "very happy"}]}]}))
+    out = tmp_path / "out"
+    result = run_batch("--jobs", str(jobs), "--out", str(out), "--checkpoint", str(tiny_checkpoint[1]), "--no-render",
+                       data_dir=data_dir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} == {"first.blend", "first_motion.npz", "second.blend", "second_motion.npz"}
+    assert load_motion(out / "first_motion.npz").num_frames == 40
+    assert load_motion(out / "second_motion.npz").num_frames == 70
+    scene, mesh, armature, strips = open_blend(out / "second.blend")
+    assert [s.name for s in strips] == ["b"] and strips[0].frame_start == 20, "not the first job's strip"
+    (section,) = scene.captalk.sections
+    assert section.emotion == "very happy"
+    fps = scene.render.fps / scene.render.fps_base  # the factory scene's 24
+    assert scene.timeline_markers[section.marker_name].frame == math.ceil(20 + 1.2 * fps), "first frame at 1.2 s"
+    assert captalk_results() == [("CapTalk b bones", "b"), ("CapTalk b shape keys", "b")]
+
+
+@needs_audio
+def test_a_bad_job_anywhere_in_the_list_stops_the_run_before_anything(tmp_path, data_dir, tiny_checkpoint):
+    short_speech(tmp_path / "a.wav", 1.0)
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps([{"audio": "a.wav"}, {"audio": "missing.wav"}]))
+    out = tmp_path / "out"
+    result = run_batch("--jobs", str(jobs), "--out", str(out), "--checkpoint", str(tiny_checkpoint[1]),
+                       data_dir=data_dir)
+    assert result.returncode == 2 and "audio file not found" in result.stderr and "missing.wav" in result.stderr
+    assert not out.exists()
+    jobs.write_text(json.dumps([{"audio": "a.wav", "colour": "red"}]))
+    result = run_batch("--jobs", str(jobs), "--out", str(out), data_dir=data_dir)
+    assert result.returncode == 2 and "unknown key(s) colour" in result.stderr and not out.exists()
+
+
+@needs_audio
+def test_every_sound_strip_of_a_blend_drives_its_own_rig(tmp_path, addon, data_dir, open_head_file, tiny_checkpoint):
+    from captalk.captalk_addon.rig_builder import find_rig
+    from captalk.captalk_addon.sequencer import add_sound_strip
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    rigs = []
+    for _ in range(2):
+        assert bpy.ops.captalk.add_open_head() == {"FINISHED"}
+        rigs.append(find_rig(bpy.context.active_object)[0])
+    rig_names = [rig.name for rig in rigs]
+    for number, (rig, start) in enumerate(zip(rigs, (1, 80))):
+        strip = add_sound_strip(scene, str(short_speech(tmp_path / f"line{number}.wav", 1.2 + number)), start,
+                                channel=number + 1, name=f"line{number}")
+        strip.captalk_rig = rig
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "two.blend"), copy=True)
+    out = tmp_path / "out"
+    result = run_batch_on(tmp_path / "two.blend", "--all-strips", "--name", "dialogue", "--out", str(out),
+                          "--checkpoint", str(tiny_checkpoint[1]), "--no-render", data_dir=data_dir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} == {"dialogue.blend", "dialogue_motion_line0.npz",
+                                               "dialogue_motion_line1.npz"}
+    bpy.ops.wm.open_mainfile(filepath=str(out / "dialogue.blend"))
+    for number, start in enumerate((1, 80)):
+        rig = bpy.data.objects[rig_names[number]]
+        (track,) = [t for t in rig.data.shape_keys.animation_data.nla_tracks if t.name == "CapTalk"]
+        assert [(s.action.name, s.frame_start) for s in track.strips] == [(f"CapTalk line{number} shape keys", start)]
+
+
+@needs_audio
+@pytest.mark.parametrize("engine", ["eevee", "cycles"])
+def test_eevee_and_cycles_previews_cover_the_audio(tmp_path, addon, data_dir, open_head_file, tiny_checkpoint, engine):
+    audio = short_speech(tmp_path / "blip.wav", 0.4)
+    out = tmp_path / "out"
+    result = run_batch("--audio", str(audio), "--out", str(out), "--checkpoint", str(tiny_checkpoint[1]), "--engine",
+                       engine, "--samples", "1", "--resolution", "64", data_dir=data_dir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    clip = bpy.data.movieclips.load(str(out / "captalk_demo.mp4"))
+    assert tuple(clip.size) == (64, 64) and clip.frame_duration == 10  # 0.4 s at 25 fps
+    bpy.ops.wm.open_mainfile(filepath=str(out / "captalk_demo.blend"))
+    assert bpy.context.scene.render.engine == {"eevee": "BLENDER_EEVEE" if bpy.app.version >= (5, 0, 0)
+                                              else "BLENDER_EEVEE_NEXT", "cycles": "CYCLES"}[engine]
+
+
+@needs_audio
+def test_in_process_gives_the_workers_motion(tmp_path, addon, data_dir, open_head_file, tiny_checkpoint):
+    pytest.importorskip("torch", reason="in-process generation needs torch in this Blender's Python")
+    from captalk.model.motion_file import load_motion
+
+    audio = short_speech(tmp_path / "line.wav", 2.0)
+    motions = []
+    for mode, extra in (("worker", []), ("in-process", ["--in-process"])):
+        out = tmp_path / mode
+        result = run_batch("--audio", str(audio), "--out", str(out), "--checkpoint", str(tiny_checkpoint[1]),
+                           "--no-render", "--seed", "5", *extra, data_dir=data_dir)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert ("in this process" in result.stdout) == (mode == "in-process")
+        motions.append(load_motion(out / "captalk_demo_motion.npz").motion)
+    np.testing.assert_allclose(motions[0], motions[1], atol=1e-4)
