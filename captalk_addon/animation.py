@@ -141,8 +141,8 @@ def remove_result(id_block, strip_name: str) -> None:
             track.strips.remove(nla_strip)
         if ours and not track.strips:
             id_block.animation_data.nla_tracks.remove(track)
-        elif ours:
-            _hold_between(track)
+    if old_actions:
+        _set_extrapolation(id_block.animation_data)
     for action in old_actions:
         if action.users == 0:  # an artist may have reused it elsewhere: then it stays
             bpy.data.actions.remove(action)
@@ -176,7 +176,7 @@ def _place(id_block, action, slot, name: str, frame: int) -> None:
         nla_strip = track.strips.new(name, frame, action)
     if slot is not None:
         nla_strip.action_slot = slot  # set explicitly: not every version picks it for every ID type
-    _hold_between(track)
+    _set_extrapolation(data)
 
 
 def _is_ours(track) -> bool:
@@ -184,12 +184,16 @@ def _is_ours(track) -> bool:
     return len(track.strips) > 0 and all(s.action is not None and PROP_STRIP in s.action for s in track.strips)
 
 
-def _hold_between(track) -> None:
-    """The first result holds its first pose before it, each holds its last pose until the
-    next: where no strip plays, Blender would reset the channels to their defaults (1.0
-    for a shape key's value in Blender 5.0)."""
-    for index, nla_strip in enumerate(track.strips):
-        nla_strip.extrapolation = "HOLD" if index == 0 else "HOLD_FORWARD"
+def _set_extrapolation(animation_data) -> None:
+    """On the lowest CapTalk track, the first result holds its first pose before it and each
+    holds its last pose until the next: where no strip plays, Blender would reset the
+    channels to their defaults (1.0 for a shape key's value in Blender 5.0). Tracks above
+    it (results that overlap others) play only where their strips are, so they never hide
+    the results below them."""
+    ours = [track for track in animation_data.nla_tracks if _is_ours(track)]
+    for level, track in enumerate(ours):
+        for index, nla_strip in enumerate(track.strips):
+            nla_strip.extrapolation = "NOTHING" if level else ("HOLD" if index == 0 else "HOLD_FORWARD")
 
 
 def _key(fcurve, frames: np.ndarray, values: np.ndarray) -> None:

@@ -140,3 +140,23 @@ def test_motion_for_another_rig_is_refused_and_changes_nothing(rig, scene_finger
         animate_rig(bpy.context.scene, mesh_object, armature, motion_for(head, 10, 6), channels, "line 1", 1)
     assert scene_fingerprint() == before
     assert mesh_object.data.shape_keys.animation_data is None and armature.animation_data is None
+
+
+def test_an_overlapping_result_plays_over_the_one_below_only_where_it_is(rig):
+    from captalk.captalk_addon.animation import animate_rig
+
+    head, mesh_object, armature = rig
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 25, 1.0
+    jaw = head.expression_names.index("jawOpen")
+    long_line, short_line = head.neutral_motion(100), head.neutral_motion(20)
+    long_line[:, jaw], short_line[:, jaw] = 0.2, 0.7
+    animate_rig(scene, mesh_object, armature, long_line, head.channel_names, "long", 1)
+    animate_rig(scene, mesh_object, armature, short_line, head.channel_names, "short", 40)  # overlaps "long"
+    tracks = mesh_object.data.shape_keys.animation_data.nla_tracks
+    assert [[s.action.name for s in t.strips] for t in tracks] == [["CapTalk long shape keys"],
+                                                                   ["CapTalk short shape keys"]]
+    key = mesh_object.data.shape_keys.key_blocks["jawOpen"]
+    for frame, value in ((10, 0.2), (45, 0.7), (80, 0.2)):
+        scene.frame_set(frame)
+        assert key.value == pytest.approx(value, abs=1e-6), f"frame {frame}"
