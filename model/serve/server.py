@@ -107,6 +107,10 @@ class Worker:
             print(f"captalk worker: stopping ({reason})", file=sys.stderr, flush=True)
             threading.Thread(target=self.httpd.shutdown, daemon=True).start()
 
+    def owners(self) -> list[int]:
+        with self._owners_lock:
+            return sorted(self._owners)
+
     def attach(self, pid: int) -> None:
         start = _start_time(pid)
         if start is None and not _alive(pid, None):
@@ -141,7 +145,7 @@ class Worker:
                 "head_model": generator.manifest.get("head_model"), "channels": list(generator.channels),
                 "fps": 25.0, "jobs": self.jobs.counts(), "running": running.client if running else None,
                 "uptime_s": round(time.time() - self.started, 1), "memory": _memory(generator.device),
-                "owners": sorted(self._owners), "limits": self.config.limits.__dict__}
+                "owners": self.owners(), "limits": self.config.limits.__dict__}
 
     def check(self, request: GenerationRequest) -> CheckedRequest:
         """Everything that can be refused before queueing; `RequestError` with the reason."""
@@ -255,7 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
                 raise RequestError("pid must be a positive integer")
             (worker.attach if parts == ["attach"] else worker.detach)(pid)
-            return 200, {"owners": sorted(worker._owners)}
+            return 200, {"owners": worker.owners()}
         if method == "POST" and parts == ["shutdown"]:
             worker.stop("asked to by a client")
             return 200, {"stopping": True}

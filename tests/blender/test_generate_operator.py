@@ -224,3 +224,38 @@ def test_bad_setups_are_refused_clearly_and_change_nothing(scene, scene_fingerpr
     with pytest.raises(RuntimeError, match="The sound of 'line' is missing"):
         generate()
     assert scene_fingerprint() == before
+
+
+def test_a_worker_killed_mid_job_is_restarted_and_the_job_sent_again(scene, tmp_path):
+    import os
+    import signal
+
+    import soundfile
+
+    from captalk.captalk_addon.generation import GenerationRun, plan_jobs
+    from captalk.captalk_addon.sequencer import add_sound_strip
+    from captalk.captalk_addon.worker import get_worker, worker_spec
+
+    speech, rate = soundfile.read(SPEECH, dtype="float32")
+    long_audio = tmp_path / "long.wav"
+    soundfile.write(long_audio, np.tile(speech, 8), rate)  # about a minute: the job is still running when killed
+    strip = scene.sequence_editor.active_strip
+    strip.select = False
+    long_strip = add_sound_strip(scene, str(long_audio), 1, channel=2, name="long")
+    long_strip.select = True
+    spec = worker_spec()
+    first_pid = get_worker(spec).session.pid
+    run = GenerationRun(spec, plan_jobs(scene)).start()
+    deadline = time.monotonic() + 120
+    while "encoding" not in run.message and "window" not in run.message and time.monotonic() < deadline:
+        assert run.step() == "running"
+        time.sleep(0.01)
+    os.kill(first_pid, signal.SIGKILL)
+    messages = set()
+    while run.step() == "running" and time.monotonic() < deadline:
+        messages.add(run.message)
+        time.sleep(0.02)
+    assert run.state == "done", run.error
+    assert "the back end stopped; restarting it" in messages
+    assert get_worker(spec).session.pid != first_pid
+    assert len(run.results[0][0].motion) > 1000
