@@ -33,7 +33,7 @@ MANIFEST = "blender_manifest.toml"
 REQUIRED_FILES = (MANIFEST, "__init__.py")
 REQUIRED_DIRS = ("model/", "captalk_addon/", "operators/", "panels/")
 # Top-level folders and files that are development-only and must never ship.
-FORBIDDEN_TOP = ("tests", "benchmarks", "docs", "dist", "build", "build.py")
+FORBIDDEN_TOP = ("tests", "benchmarks", "docs", "dist", "build", "build.py", "data", "recipes", "out")
 
 # Runs in a fresh interpreter so the install sees only the temporary user folder
 # (bpy reads BLENDER_USER_RESOURCES once, at import). It writes a JSON report rather
@@ -129,7 +129,8 @@ def check_zip_contents(zip_path: Path) -> list[str]:
         parts = name.split("/")
         if (parts[0] in FORBIDDEN_TOP
                 or any(p.startswith(".") or p == "__pycache__" for p in parts)
-                or name.endswith((".pyc", ".zip"))):
+                or name.endswith((".pyc", ".zip"))
+                or (parts[0] == "checkpoints" and len(parts) > 2 and parts[1] != "default")):  # local runs
             problems.append(f"should not ship {name}")
     return problems
 

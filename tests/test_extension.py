@@ -132,8 +132,11 @@ def test_build_leaves_out_development_files(tmp_path):
         ".pytest_cache/v/cache/nodeids", ".ci/run.sh", ".gitignore", ".gitattributes",
         "dist/old.zip", "build/lib/x.py", "benchmarks/bench.py", "docs/screenshot.png",
         "captalk-0.0.1.zip", "samples/take.blend1",
+        "data/synth-v1/manifest.jsonl", "checkpoints/run-v1/ar.safetensors", "recipes/planted.sh",
+        "out/captalk_demo.blend",
     ]
-    kept = ["samples/planted.wav", "scripts/batch_planted.py", "model/planted.py"]
+    kept = ["samples/planted.wav", "scripts/batch_planted.py", "model/planted.py",
+            "checkpoints/default/planted.json"]
     for rel in planted + kept:
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         (source / rel).write_bytes(b"x")
