@@ -329,15 +329,10 @@ def _alive(pid: int, start: float | None) -> bool:
 
 
 def _memory(device) -> dict:
-    """Resident memory now and at its peak (MB), and CUDA memory when on a GPU."""
-    memory = {}
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                memory[{"VmRSS": "rss_mb", "VmHWM": "peak_rss_mb"}[key]] = round(int(value.split()[0]) / 1024, 1)
-    except OSError:
-        pass
+    """Resident memory now and at its peak (MB), and CUDA's peak allocation on a GPU."""
+    from ..machine import process_memory_mb
+
+    memory = process_memory_mb()
     if getattr(device, "type", "") == "cuda":
         import torch
 
