@@ -46,21 +46,6 @@ def get_worker(spec: WorkerSpec) -> WorkerClient:
     return client
 
 
-def worker_status(spec: WorkerSpec) -> str:
-    """One line for the panel: what the worker this Blender uses is doing (no start)."""
-    with _attached_lock:
-        client = _attached.get(spec.session_file)
-    if client is None:
-        return "Back end: not started (starts on Generate)"
-    try:
-        health = client.health()
-    except WorkerError:
-        return "Back end: stopped (restarts on Generate)"
-    running = health["jobs"]["running"] + health["jobs"]["queued"]
-    busy = f", {running} job{'s' if running != 1 else ''}" if running else ", idle"
-    return f"Back end: {health['device']}{' fp16' if health['half'] else ''}{busy} (pid {health['pid']})"
-
-
 def release_workers() -> None:
     """Detach this Blender from every worker it used (each exits when no one is left)."""
     with _attached_lock:
