@@ -14,7 +14,8 @@ torch's CPU threads, which CTranslate2's Whisper follows) it measures:
   speech (LibriVox test recordings and the repository's sample, concatenated), with the
   time to the first "window" progress event (speech encoded, first window generated) and
   the worker's own generation time and its speech-encoder share from the result's meta
-  (the rest is HTTP, request checks, audio decoding, polling). A worker's very first
+  (the rest is HTTP, request checks, audio decoding, polling), and how many cores the
+  worker kept busy (its CPU time / latency). A worker's very first
   request is reported on its own; then 1 warm-up + --repeat timed runs per length;
 - memory: the worker's /health `memory` after start, after the first request and after
   the 60 s requests (resident set, its peak, CUDA peak on a GPU).
@@ -65,6 +66,12 @@ def busy_cpu_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc; all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def worker_sees_cuda(python: str) -> bool:
     probe = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True,
                            text=True, cwd=ROOT)
@@ -97,6 +104,7 @@ def timed_request(client, audio: Path, seed: int) -> dict:
     """One generation, timed on the client: submit -> result decoded."""
     request = GenerationRequest(audio_path=str(audio), style=STYLE, emotion=EMOTION, options={"seed": seed},
                                 client="benchmarks/worker.py")
+    cpu_before = process_cpu_seconds(client.session.pid)
     start = time.perf_counter()
     job, ahead = client.submit(request)
     if ahead:
@@ -112,9 +120,10 @@ def timed_request(client, audio: Path, seed: int) -> dict:
             break
     clips = client.result(job)
     latency = time.perf_counter() - start
+    cores = (process_cpu_seconds(client.session.pid) - cpu_before) / latency
     timings = clips[0].meta["timings"]
     return {"latency": latency, "first_window": first_window, "worker_s": timings["total_s"],
-            "speech_s": timings["speech_encoder_s"], "frames": clips[0].num_frames}
+            "speech_s": timings["speech_encoder_s"], "cores": cores, "frames": clips[0].num_frames}
 
 
 def run_config(python: str, device: str, threads: int, starts: int, repeat: int, files: dict[float, Path]) -> dict:
@@ -238,10 +247,12 @@ def main() -> None:
         "the generation's own time (result meta `timings.total_s`); the difference to latency is "
         "HTTP, request checks, audio decoding, the motion's base64 round trip and polling. *speech "
         "encoder*: the part of it spent encoding the whole clip's speech (Whisper, padded to 30 s "
-        "chunks) before the first window starts.",
+        "chunks) before the first window starts. *worker cores*: the worker's CPU time / latency (how many "
+        "cores it kept busy).",
         "",
-        "| device | threads | audio s | latency s | RTF | first window s | in worker s | speech encoder s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| device | threads | audio s | latency s | RTF | first window s | in worker s | speech encoder s "
+        "| worker cores |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for seconds, runs in r["runs"].items():
@@ -250,7 +261,14 @@ def main() -> None:
                          f"| {spread([x / seconds for x in latency], 3)} "
                          f"| {spread([x['first_window'] for x in runs])} "
                          f"| {spread([x['worker_s'] for x in runs])} "
-                         f"| {spread([x['speech_s'] for x in runs])} |")
+                         f"| {spread([x['speech_s'] for x in runs])} "
+                         f"| {statistics.median(x['cores'] for x in runs):.2f} |")
+    for r in results:
+        used = statistics.median(x["cores"] for runs in r["runs"].values() for x in runs)
+        if r["device"] == "cpu" and r["threads"] > 1 and used < 0.75 * r["threads"]:
+            lines += ["", f"With {r['threads']} threads the worker kept only {used:.2f} cores busy (median over "
+                      "its requests): other processes held the rest of the CPU, or the work does not spread over "
+                      "more threads, so this run does not show what more threads buy."]
     if not has_cuda:
         lines += ["", "No CUDA rows: torch in the worker's interpreter sees no GPU here (they are added "
                   "when it does)."]

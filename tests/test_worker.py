@@ -401,3 +401,25 @@ def test_silence_gives_a_calm_closed_mouth_with_the_default_model(tmp_path):
     assert quiet.motion[:, jaw].max() < 0.15 < np.percentile(speech.motion[:, jaw], 90), "closed on silence only"
     head = [quiet.channels.index(f"head.r{axis}") for axis in "xyz"]
     assert np.degrees(quiet.motion[:, head].std(axis=0)).max() < 3.0, "the head stays calm"
+
+
+def test_a_worker_that_does_not_answer_is_reported_not_replaced(tiny_checkpoint, tmp_path, monkeypatch):
+    from model.serve import launch
+
+    monkeypatch.setenv("CAPTALK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(launch, "HEALTH_TIMEOUT", 2.0)
+    spec = WorkerSpec(python=sys.executable, checkpoint=tiny_checkpoint[1], device="cpu", threads=1)
+    worker = ensure_worker(spec)
+    pid = worker.session.pid
+    try:
+        os.kill(pid, signal.SIGSTOP)  # alive, holding its lock, answering nothing
+        with pytest.raises(WorkerUnavailable, match=f"pid {pid}\\) is running but does not answer.*kill {pid}"):
+            ensure_worker(spec)
+        assert spec.session_file.exists(), "its session file stays: it is not dead"
+        os.kill(pid, signal.SIGCONT)
+        assert ensure_worker(spec).session.pid == pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        worker.shutdown()
+        assert wait_for_exit(pid)

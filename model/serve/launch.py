@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import REPO_ROOT, default_checkpoint_dir
-from .client import WorkerClient, WorkerError
+from .client import WorkerClient, WorkerError, WorkerGone
 from .protocol import PROTOCOL_VERSION
 from .session import SessionError, read_session, remove_session, session_path
 
 EXIT_ALREADY_RUNNING = 3  # `python -m model serve` when another worker holds the session
+HEALTH_TIMEOUT = 10.0  # seconds a live worker has to answer /health (it answers while a job runs)
 
 
 class WorkerUnavailable(RuntimeError):
@@ -55,12 +56,18 @@ def connect(spec: WorkerSpec) -> WorkerClient | None:
         raise WorkerUnavailable(str(exc)) from None
     if session is None:
         return None
-    client = WorkerClient(session)
     try:
-        health = client.health()
-    except WorkerError:
+        health = WorkerClient(session, timeout=HEALTH_TIMEOUT).health()
+    except WorkerGone as exc:
+        if _process_exists(session.pid):  # alive but not answering: starting another would only wait on its lock
+            raise WorkerUnavailable(f"the CapTalk worker (pid {session.pid}) is running but does not answer ({exc}). "
+                                    f"Stop it (kill {session.pid}) and try again; its log: {spec.log_file}") from None
         remove_session(path, session.pid)
         return None
+    except WorkerError as exc:
+        raise WorkerUnavailable(f"the CapTalk worker (pid {session.pid}) answers with an error ({exc}). Stop it "
+                                f"(kill {session.pid}) and try again; its log: {spec.log_file}") from None
+    client = WorkerClient(session)
     if health.get("protocol") != PROTOCOL_VERSION:
         raise WorkerUnavailable(f"the running CapTalk worker (pid {session.pid}) speaks protocol "
                                 f"{health.get('protocol')}, this add-on {PROTOCOL_VERSION}: stop it and try again")
@@ -127,6 +134,19 @@ def _wait_for_other(spec: WorkerSpec, deadline: float) -> WorkerClient | None:
             return client
         time.sleep(0.2)
     return None
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited: its parent (this process, for a worker it started) has not reaped it yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def explain_failure(output: str, returncode: int, python: str = "") -> str:
