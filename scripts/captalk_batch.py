@@ -256,8 +256,7 @@ def set_up_job(context, job: Job):
     scene = context.scene
     mesh, armature = find_or_add_rig(context, job.rig)
     strip = find_or_add_strip(scene, job.audio, job.start_frame)
-    for other in scene.sequence_editor.sequences_all if hasattr(scene.sequence_editor, "sequences_all") else \
-            scene.sequence_editor.strips_all:
+    for other in _sound_strips(scene):  # Generate acts on the selected sound strips
         other.select = False
     strip.select = True
     scene.sequence_editor.active_strip = strip

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..paths import REPO_ROOT, default_checkpoint_dir
 from .client import WorkerClient, WorkerError, WorkerGone
+from .processes import alive
 from .protocol import PROTOCOL_VERSION
 from .session import SessionError, read_session, remove_session, session_path
 
@@ -59,7 +60,7 @@ def connect(spec: WorkerSpec) -> WorkerClient | None:
     try:
         health = WorkerClient(session, timeout=HEALTH_TIMEOUT).health()
     except WorkerGone as exc:
-        if _process_exists(session.pid):  # alive but not answering: starting another would only wait on its lock
+        if alive(session.pid):  # alive but not answering: starting another would only wait on its lock
             raise WorkerUnavailable(f"the CapTalk worker (pid {session.pid}) is running but does not answer ({exc}). "
                                     f"Stop it (kill {session.pid}) and try again; its log: {spec.log_file}") from None
         remove_session(path, session.pid)
@@ -134,19 +135,6 @@ def _wait_for_other(spec: WorkerSpec, deadline: float) -> WorkerClient | None:
             return client
         time.sleep(0.2)
     return None
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited: its parent (this process, for a worker it started) has not reaped it yet
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def explain_failure(output: str, returncode: int, python: str = "") -> str:

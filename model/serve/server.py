@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..audio import SAMPLE_RATE
+from ..audio import MOTION_FPS, SAMPLE_RATE
 from .jobs import DONE, FINISHED, JobCancelled, JobFailed, JobQueue
+from .processes import alive, start_time
 from .protocol import PROTOCOL_VERSION, TOKEN_HEADER, GenerationRequest, Limits, RequestError, addon_version, \
     encode_motion
 from .session import Session, new_token, remove_session, session_path, write_session
@@ -75,7 +76,7 @@ class Worker:
         self.httpd = ThreadingHTTPServer((LOOPBACK, config.port), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.worker = self
-        self._owners: dict[int, float | None] = {pid: _start_time(pid) for pid in config.owners}
+        self._owners: dict[int, float | None] = {pid: start_time(pid) for pid in config.owners}
         self._had_owners = bool(self._owners)
         self._owners_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -112,11 +113,10 @@ class Worker:
             return sorted(self._owners)
 
     def attach(self, pid: int) -> None:
-        start = _start_time(pid)
-        if start is None and not _alive(pid, None):
+        if not alive(pid):
             raise RequestError(f"process {pid} does not exist")
         with self._owners_lock:
-            self._owners[pid] = start
+            self._owners[pid] = start_time(pid)
             self._had_owners = True
 
     def detach(self, pid: int) -> None:
@@ -130,7 +130,7 @@ class Worker:
         while not self._stopping.wait(OWNER_POLL):
             with self._owners_lock:
                 for pid, start in list(self._owners.items()):
-                    if not _alive(pid, start):
+                    if not alive(pid, start):
                         del self._owners[pid]
                 left = bool(self._owners)
             if self._had_owners and not left:
@@ -143,7 +143,7 @@ class Worker:
         return {"ok": True, "version": addon_version(), "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
                 "device": str(generator.device), "half": bool(generator.half), "checkpoint": str(generator.folder),
                 "head_model": generator.manifest.get("head_model"), "channels": list(generator.channels),
-                "fps": 25.0, "jobs": self.jobs.counts(), "running": running.client if running else None,
+                "fps": MOTION_FPS, "jobs": self.jobs.counts(), "running": running.client if running else None,
                 "uptime_s": round(time.time() - self.started, 1), "memory": _memory(generator.device),
                 "owners": self.owners(), "limits": self.config.limits.__dict__}
 
@@ -300,32 +300,6 @@ def _number(query: dict, key: str, default, kind):
         return kind(query.get(key, default))
     except ValueError:
         raise RequestError(f"{key} must be a number") from None
-
-
-def _start_time(pid: int) -> float | None:
-    """The process's start time in clock ticks since boot (Linux), so a reused pid is not
-    taken for the process that exited; None where /proc does not tell."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return float(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _alive(pid: int, start: float | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, another user's (cannot be one of ours: a reused pid)
-    if start is not None:
-        now = _start_time(pid)
-        if now != start:
-            return False
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"  # a zombie has exited; its parent just has not reaped it yet
-    return True
 
 
 def _memory(device) -> dict:
