@@ -58,9 +58,9 @@ def main() -> None:
     from captalk.captalk_addon.bake import bake
     from captalk.captalk_addon.paths import find_cached_file
     from captalk.captalk_addon.rig_builder import find_rig
-    from captalk.model.head_model import HeadModel
-    from captalk.model.paths import OPEN_HEAD_RELATIVE
-    from captalk.model.retarget import BakeConfig
+    from captalk.model.core.head_model import HeadModel
+    from captalk.model.core.paths import OPEN_HEAD_RELATIVE
+    from captalk.model.core.retarget import BakeConfig
 
     open_head_file = find_cached_file(OPEN_HEAD_RELATIVE)
     if open_head_file is None:

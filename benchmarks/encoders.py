@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from model.audio import SAMPLE_RATE, load_audio, resample  # noqa: E402
+from model.core.audio import SAMPLE_RATE, load_audio, resample  # noqa: E402
 
 from model.machine import cpu_name  # noqa: E402
 

@@ -46,7 +46,7 @@ def child(device: str, threads: int, repeat: int, spawned_at: float) -> dict:
     from model.evaluate.speed import measure_speed
     from model.generate import GenerationOptions, Generator
     from model.machine import process_memory_mb
-    from model.schedule import parse_schedule
+    from model.core.schedule import parse_schedule
     from speech_source import speech
 
     imported = time.perf_counter()

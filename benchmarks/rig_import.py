@@ -48,9 +48,9 @@ def main() -> None:
     register_from_source()
     from captalk.captalk_addon.paths import find_cached_file
     from captalk.captalk_addon.rig_builder import create_rig
-    from captalk.model.flame_import import import_flame
-    from captalk.model.head_model import HeadModel
-    from captalk.model.paths import OPEN_HEAD_RELATIVE
+    from captalk.model.core.flame_import import import_flame
+    from captalk.model.core.head_model import HeadModel
+    from captalk.model.core.paths import OPEN_HEAD_RELATIVE
 
     def fresh_scene():
         bpy.ops.wm.read_factory_settings(use_empty=True)

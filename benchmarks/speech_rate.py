@@ -28,7 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from model.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from model.core.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from model.speech.alignment import align, align_phone_sequence, onset_differences  # noqa: E402
 from model.speech.sentences import sentences_in  # noqa: E402
 from model.speech.voices import VOICES, synthesize  # noqa: E402

@@ -12,7 +12,7 @@ def speech(seconds: float) -> tuple[np.ndarray, str]:
     """(N,) float32 16 kHz speech of ``seconds``: the LibriVox test recordings of the
     evaluation (when installed) and samples/speech_sample.wav, concatenated, repeated and
     cut to length; and a sentence saying so."""
-    from model.audio import SAMPLE_RATE, load_audio
+    from model.core.audio import SAMPLE_RATE, load_audio
 
     parts, sources = [], []
     try:

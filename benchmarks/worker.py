@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/worker.py [--repeat 5] [--starts 3] [--threads 1,2] [--out benchmarks/worker.md]
 
-Starts real worker processes the way the add-on does (`model.serve.launch.ensure_worker`,
+Starts real worker processes the way the add-on does (`model.link.launch.ensure_worker`,
 on `checkpoints/default`), in a private CAPTALK_DATA_DIR with XDG_RUNTIME_DIR unset, so a
 worker the user already runs is never touched. For each device (CPU; CUDA too when the
 worker's interpreter sees a GPU) and each --threads value (the worker's `--threads`:
@@ -38,11 +38,11 @@ import soundfile
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from model.audio import SAMPLE_RATE  # noqa: E402
+from model.core.audio import SAMPLE_RATE  # noqa: E402
 from model.machine import cpu_name  # noqa: E402
 from model.serve.jobs import FINISHED  # noqa: E402
-from model.serve.launch import WorkerSpec, ensure_worker  # noqa: E402
-from model.serve.protocol import GenerationRequest  # noqa: E402
+from model.link.launch import WorkerSpec, ensure_worker  # noqa: E402
+from model.link.protocol import GenerationRequest  # noqa: E402
 
 LENGTHS = (10.0, 60.0)
 STYLE, EMOTION = "a calm teacher explaining something", "happy"
@@ -214,7 +214,7 @@ def main() -> None:
                             if others > 0.2 else "."),
         "",
         "Real worker processes on `checkpoints/default`, started as the add-on starts them "
-        "(`model.serve.launch.ensure_worker`) in a private run folder; requests as the add-on sends them "
+        "(`model.link.launch.ensure_worker`) in a private run folder; requests as the add-on sends them "
         f"(`audio_path`, style and emotion captions, one take, default options). Speech: {source}.",
         "*threads*: the worker's `--threads` (torch, and CTranslate2 Whisper follows it).",
         "",

@@ -12,7 +12,7 @@ sound strip's name), so generating the same strip again removes CapTalk's previo
 for that strip and nothing else.
 
 Keys are written in bulk (``keyframe_points.add`` + ``foreach_set``), with LINEAR
-interpolation like the sampling in `model.timeline`. Keys sit on scene frames and the NLA
+interpolation like the sampling in `model.core.timeline`. Keys sit on scene frames and the NLA
 strip maps action frames 1:1 onto the scene. Blender 4.4+ gets slotted actions (one slot
 named after the animated data-block); 4.2 gets classic actions. The same bulk writer
 (`new_keyed_action`) serves the bake (`captalk_addon.bake`).
@@ -22,7 +22,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from ..model.timeline import RigAnimation, SceneRate, rig_animation
+from ..model.core.timeline import RigAnimation, SceneRate, rig_animation
 
 PROP_STRIP = "captalk_strip"  # on CapTalk's actions: the sound strip they were generated for
 PROP_TARGET = "captalk_target"  # "shape_keys" or "bones"

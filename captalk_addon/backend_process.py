@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..model.serve.launch import explain_failure
+from ..model.link.launch import explain_failure
 from .paths import EXTENSION_ROOT, setup_backend_python
 from .preferences import get_preferences
 

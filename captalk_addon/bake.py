@@ -1,7 +1,7 @@
 """Bake CapTalk's NLA results into plain keys on any character, ready for export.
 
 Reads the CapTalk rig's results (the tagged actions on its "CapTalk" NLA tracks, see
-`captalk_addon.animation`) into numpy, lets `model.retarget` flatten, map, scale and
+`captalk_addon.animation`) into numpy, lets `model.core.retarget` flatten, map, scale and
 reduce them, and writes one new action per target data-block:
 "<mesh> CapTalk bake" on the target mesh's shape keys and "<armature> CapTalk bake" on
 the target armature (bone rotations, in each target bone's own rotation mode). They
@@ -27,9 +27,9 @@ import bpy
 import numpy as np
 from mathutils import Quaternion
 
-from ..model.retarget import (BakeConfig, ResultStrip, TargetBake, bake_bones, bake_shape_keys, flatten_strips,
+from ..model.core.retarget import (BakeConfig, ResultStrip, TargetBake, bake_bones, bake_shape_keys, flatten_strips,
                               parse_mapping)
-from ..model.rotations import quaternion_to_axis_angle
+from ..model.core.rotations import quaternion_to_axis_angle
 from .animation import (LINEAR_INTERPOLATION, action_fcurves, assign_action, captalk_strips, is_captalk_result,
                         new_keyed_action)
 from .rig_builder import PROP_PART, find_rig
@@ -230,7 +230,7 @@ def _plan(source_mesh, source_armature, target_mesh, target_armature, config: Ba
 
 def _read_results(id_block, channel_of) -> tuple[list[ResultStrip], list[str]]:
     """CapTalk's NLA strips on ``id_block`` (unmuted tracks) with their actions sampled on
-    whole action frames, and the names of those with settings `model.retarget` does not
+    whole action frames, and the names of those with settings `model.core.retarget` does not
     model (CapTalk never sets them; an artist may have). ``channel_of(fcurve)`` names a
     curve's channel, or None to skip it."""
     if not captalk_strips(id_block):

@@ -6,9 +6,9 @@ has come back and fits its rig, so a failure or a Cancel at any point leaves the
 it was.
 
 For each sound strip (the selected ones, else the active one): the audio that plays
-(`model.timeline.strip_timing`: trims and the sound offset, at the scene's fps / fps_base),
+(`model.core.timeline.strip_timing`: trims and the sound offset, at the scene's fps / fps_base),
 the captions in force over it (the scene's default captions and the caption sections on
-markers, `model.timeline.caption_schedule`), the rig it drives (the strip's own CapTalk
+markers, `model.core.timeline.caption_schedule`), the rig it drives (the strip's own CapTalk
 rig, else the scene's) and the sampling options. Take 1 becomes the strip's result;
 takes 2.. are written beside it, muted, as "<strip> take <k>" for the artist to audition.
 """
@@ -21,10 +21,10 @@ from typing import Callable
 
 import bpy
 
-from ..model.motion_file import MotionClip
-from ..model.serve.launch import WorkerSpec
-from ..model.serve.protocol import GenerationRequest
-from ..model.timeline import SceneRate, StripTiming, TimelineError, caption_schedule, channel_layout, strip_timing
+from ..model.core.motion_file import MotionClip
+from ..model.link.launch import WorkerSpec
+from ..model.link.protocol import GenerationRequest
+from ..model.core.timeline import SceneRate, StripTiming, TimelineError, caption_schedule, channel_layout, strip_timing
 from .animation import PROP_STRIP, animate_rig, captalk_strips, remove_result
 from .properties import section_entries
 from .worker import Failed, Finished, GenerationTask, Progress
@@ -228,10 +228,10 @@ def generate_in_process(jobs: list[StripJob], checkpoint: str | os.PathLike | No
                         report: Callable[[float, str], None] | None = None) -> list[list[MotionClip]]:
     """The jobs' requests run by the model in THIS process: torch loads into Blender, so
     only for headless batch when asked (``--in-process``). Raises the model's own errors
-    (`model.audio.AudioError`, `model.checkpoint.CheckpointError`...)."""
-    from ..model.audio import crop_audio, load_audio
+    (`model.core.audio.AudioError`, `model.checkpoint.CheckpointError`...)."""
+    from ..model.core.audio import crop_audio, load_audio
     from ..model.generate import GenerationOptions, Generator
-    from ..model.schedule import parse_schedule
+    from ..model.core.schedule import parse_schedule
 
     generator = Generator.load(checkpoint, device=device)
     results = []

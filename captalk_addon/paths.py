@@ -7,7 +7,7 @@ from pathlib import Path
 
 import bpy
 
-from ..model.paths import HEADS_DIR, shared_data_dir
+from ..model.core.paths import HEADS_DIR, shared_data_dir
 from .preferences import ADDON_PACKAGE
 
 # The extension's source root: holds `model/`, which the back-end process runs.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bpy
 
 from ..model.data.dataset import MAX_CAPTION_CHARS
-from ..model.serve.protocol import MAX_TAKES
+from ..model.link.protocol import MAX_TAKES
 from .rig_builder import PROP_PART
 
 # Scene data may be edited on a library-overridden scene; collections also need insertion.
@@ -198,7 +198,7 @@ def active_section(scene):
 
 def section_entries(scene) -> list[tuple[int, str, str]]:
     """(marker frame, style, emotion) per section of ``scene`` whose marker still exists, in
-    the sections' list order (what `model.timeline.caption_schedule` takes: there, empty
+    the sections' list order (what `model.core.timeline.caption_schedule` takes: there, empty
     captions keep the previous ones and, on one frame, the later section wins)."""
     entries = []
     for section in scene.captalk.sections:

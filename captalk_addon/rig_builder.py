@@ -6,7 +6,7 @@ The structure, whatever the head came from (open head, FLAME):
 - the mesh: the template, a "Basis" shape key and one shape key per expression channel
   (named as the channel), one vertex group per joint with the skinning weights, an
   Armature modifier;
-- the armature: one bone per joint at the joint's rest position (see model.rig_layout);
+- the armature: one bone per joint at the joint's rest position (see model.core.rig_layout);
 - custom properties on both objects (``RIG_PROPERTIES``) naming the head model and its
   channel layout, so later steps can check that a motion model fits the rig.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from ..model.head_model import HeadModel
-from ..model.rig_layout import bone_layout
+from ..model.core.head_model import HeadModel
+from ..model.core.rig_layout import bone_layout
 
 PROP_MODEL_ID = "captalk_head_model"
 PROP_SIGNATURE = "captalk_channel_signature"

@@ -16,10 +16,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model.motion_file import MotionClip
-from ..model.serve.client import JobCancelledError, WorkerClient, WorkerError, WorkerGone
-from ..model.serve.launch import WorkerSpec, WorkerUnavailable, ensure_worker
-from ..model.serve.protocol import GenerationRequest, RequestError
+from ..model.core.motion_file import MotionClip
+from ..model.link.client import JobCancelledError, WorkerClient, WorkerError, WorkerGone
+from ..model.link.launch import WorkerSpec, WorkerUnavailable, ensure_worker
+from ..model.link.protocol import GenerationRequest, RequestError
 from .backend_process import backend_python
 from .paths import EXTENSION_ROOT
 from .preferences import get_preferences

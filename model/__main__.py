@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .head_model import HeadModel, HeadModelError
+from .core.head_model import HeadModel, HeadModelError
 
 
 def _build_open_head(args) -> None:
@@ -18,7 +18,7 @@ def _build_open_head(args) -> None:
 
 
 def _import_flame(args) -> None:
-    from .flame_import import import_flame
+    from .core.flame_import import import_flame
 
     head = import_flame(args.file, n_expressions=args.expressions, shape=args.shape, masks=args.masks)
     out = Path(args.out) if args.out else Path(f"{head.model_id}.npz")
@@ -33,7 +33,7 @@ def _info(args) -> None:
 
 
 def _load_motion(path: str, head: HeadModel):
-    from .motion_file import MotionFileError, load_motion
+    from .core.motion_file import MotionFileError, load_motion
 
     try:
         clip = load_motion(path)
@@ -49,7 +49,7 @@ def _load_motion(path: str, head: HeadModel):
 
 def _metrics(args) -> None:
     from .metrics import sequence_metrics
-    from .paths import default_open_head_file
+    from .core.paths import default_open_head_file
 
     head = HeadModel.load(args.head or default_open_head_file())
     result = sequence_metrics(head, _load_motion(args.pred, head), _load_motion(args.truth, head))
@@ -75,10 +75,10 @@ def _data_check(args) -> None:
 
 
 def _data_teach(args) -> None:
-    from .audio import load_audio
+    from .core.audio import load_audio
     from .data.controls import ControlSegment, EmotionControls, StyleControls
     from .data.teacher import animate_recording
-    from .motion_file import MotionClip, save_motion
+    from .core.motion_file import MotionClip, save_motion
 
     audio = load_audio(args.audio)
     transcript = Path(args.transcript).read_text() if Path(args.transcript).is_file() else args.transcript
@@ -93,10 +93,10 @@ def _data_teach(args) -> None:
 
 
 def _generate(args) -> None:
-    from .audio import load_audio
+    from .core.audio import load_audio
     from .generate import GenerationOptions, Generator
-    from .motion_file import save_motion
-    from .schedule import load_schedule, parse_schedule
+    from .core.motion_file import save_motion
+    from .core.schedule import load_schedule, parse_schedule
 
     audio = load_audio(args.audio)  # bad audio fails before the model loads
     if args.schedule:
@@ -134,8 +134,8 @@ def _evaluate(args) -> None:
 
 
 def _serve(args) -> None:
-    from .serve.launch import EXIT_ALREADY_RUNNING
-    from .serve.protocol import Limits
+    from .link.launch import EXIT_ALREADY_RUNNING
+    from .link.protocol import Limits
     from .serve.server import ServerConfig, WorkerStartError, serve
 
     limits = Limits(max_audio_seconds=args.max_audio_minutes * 60, max_body_bytes=int(args.max_body_mb * 2**20))
@@ -150,7 +150,7 @@ def _serve(args) -> None:
 
 
 def _default_head() -> Path:
-    from .paths import default_open_head_file
+    from .core.paths import default_open_head_file
 
     return default_open_head_file()
 
@@ -201,15 +201,15 @@ class DataCommandError(ValueError):
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input, not a bug: printed as one clear line with exit status 2."""
-    from .audio import AudioError
+    from .core.audio import AudioError
     from .checkpoint import CheckpointError
     from .data.controls import ControlError
     from .data.dataset import DatasetError
     from .data.synth import SynthError
     from .evaluate import EvaluationError
     from .generate import GenerationError
-    from .motion_file import MotionFileError
-    from .schedule import ScheduleError
+    from .core.motion_file import MotionFileError
+    from .core.schedule import ScheduleError
     from .speech.voices import SpeechError
 
     return (HeadModelError, DataCommandError, AudioError, ControlError, DatasetError, SynthError, MotionFileError,
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     info.set_defaults(run=_info)
 
     metrics = commands.add_parser("metrics", help="LVE, MHD, FDD, LODD, HPDD of a prediction")
-    metrics.add_argument("pred", help="predicted motion file (.npz, see model.motion_file)")
+    metrics.add_argument("pred", help="predicted motion file (.npz, see model.core.motion_file)")
     metrics.add_argument("truth", help="ground-truth motion file")
     metrics.add_argument("--head", help="head-model file (default: the open head)")
     metrics.set_defaults(run=_metrics)
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--audio", required=True, help="speech recording (any rate/channels libsndfile reads)")
     generate.add_argument("--style", default="", help="style caption (free text; default none)")
     generate.add_argument("--emotion", default="", help="emotion caption (free text; default none)")
-    generate.add_argument("--schedule", help="JSON caption schedule (see model/schedule.py); --style/--emotion "
+    generate.add_argument("--schedule", help="JSON caption schedule (see model/core/schedule.py); --style/--emotion "
                           "are then the captions before its first entry")
     generate.add_argument("--checkpoint", help="checkpoint folder (default: <repo>/checkpoints/default)")
     generate.add_argument("--head", help="head-model file of the target rig: refuse a checkpoint that does not fit it")
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--top-p", type=float, default=0.97)
     generate.add_argument("--takes", type=int, default=1, help="takes to make (OUT_take<N>.npz each when > 1)")
     generate.add_argument("--no-smoothing", action="store_true", help="skip the Savitzky-Golay smoothing")
-    generate.add_argument("--out", required=True, help="motion file to write (.npz, see model.motion_file)")
+    generate.add_argument("--out", required=True, help="motion file to write (.npz, see model.core.motion_file)")
     generate.set_defaults(run=_generate)
 
     evaluate = commands.add_parser("evaluate", help="the evaluation report of a checkpoint (markdown + plots)")

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_write
+from .core.atomic import atomic_write
 
 FORMAT_NAME = "captalk-checkpoint"
 FORMAT_VERSION = 1

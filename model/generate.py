@@ -3,7 +3,7 @@
     generator = Generator.load("checkpoints/default", device="auto")
     result = generator.generate("speech.wav", parse_schedule(None, "a calm old man", "happy"),
                                 GenerationOptions(seed=1))
-    result.motion  # (T, C) float32 in real units, T = model.audio.frame_count(samples), 25 fps
+    result.motion  # (T, C) float32 in real units, T = model.core.audio.frame_count(samples), 25 fps
 
 Windows. Speech features are computed once for the whole clip. The clip is cut into
 windows of W frames; each window's codes are predicted scale by scale (CFG batched) and
@@ -11,7 +11,7 @@ decoded by the codec with the previous W generated frames as its prefix, so the 
 runs on continuously across window borders. The last window runs past the audio (speech
 marked invalid there) and is cropped.
 
-Caption changes re-window. A segment taking effect at frame c (`model.schedule`) ends the
+Caption changes re-window. A segment taking effect at frame c (`model.core.schedule`) ends the
 window in progress at c (its frames from c on are discarded) and starts a new window at
 c, whose prefix is the W frames generated before c. So the frames before c come from
 windows that never saw the new captions (bit-identical to a run without the change), the
@@ -63,14 +63,14 @@ import torch
 
 from .ar.model import ARConfig, CapTalkAR
 from .ar.sampling import generators, guidance_terms, guide, sample_bits
-from .audio import MOTION_FPS, SAMPLE_RATE, frame_count, load_audio, to_mono_16k
+from .core.audio import MOTION_FPS, SAMPLE_RATE, frame_count, load_audio, to_mono_16k
 from .checkpoint import CheckpointError, check_fits, load_weights, read_manifest
 from .codec.codec import CodecConfig, MotionCodec
 from .codec.normalise import ChannelStats
-from .head_model import ROTATION_AXES
-from .motion_file import MotionClip
-from .paths import default_checkpoint_dir
-from .schedule import Schedule, parse_schedule
+from .core.head_model import ROTATION_AXES
+from .core.motion_file import MotionClip
+from .core.paths import default_checkpoint_dir
+from .core.schedule import Schedule, parse_schedule
 
 ENCODER_SHARE = 0.05  # progress given to the speech and text encoders; windows share the rest
 
@@ -129,7 +129,7 @@ class GenerationResult:
     meta: dict = field(default_factory=dict)
 
     def to_clip(self) -> MotionClip:
-        """As a `model.motion_file.MotionClip` (for `save_motion`)."""
+        """As a `model.core.motion_file.MotionClip` (for `save_motion`)."""
         return MotionClip(self.motion, tuple(self.channels), self.fps, dict(self.meta))
 
 
@@ -595,7 +595,7 @@ class Generator:
         """Stream the motion window by window (see `WindowStream`, `MotionChunk`).
 
         audio: (N,) 16 kHz samples or a path; schedule: a `Schedule`, a list of entries
-        (`model.schedule.parse_schedule`) or None (no captions). Raises `AudioError` /
+        (`model.core.schedule.parse_schedule`) or None (no captions). Raises `AudioError` /
         `ScheduleError` here, `GenerationCancelled` between windows while iterating.
         """
         samples = self._audio(audio)

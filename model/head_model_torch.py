@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .head_model import HeadModel
+from .core.head_model import HeadModel
 
 
 def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .head_model import HeadModel
+from .core.head_model import HeadModel
 
 METRES_TO_MM = 1000.0
 

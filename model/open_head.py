@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .head_model import HeadModel
-from .regions import derive_regions
+from .core.head_model import HeadModel
+from .core.regions import derive_regions
 
 OPEN_HEAD_ID = "captalk-open-head-v1"
 LICENCE = (
@@ -96,7 +96,7 @@ def build_open_head(cache_dir: str | Path | None = None) -> HeadModel:
         motion_joints=MOTION_JOINTS,
         joint_roles=ROLES,
         regions=regions,
-        notes=("regions derived from the rig by model.regions (no hand-made masks)",),
+        notes=("regions derived from the rig by model.core.regions (no hand-made masks)",),
         expression_range=(0.0, 1.0),
     )
 

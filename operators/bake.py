@@ -6,7 +6,7 @@ import math
 import bpy
 
 from ..captalk_addon.bake import BakeError, bake, choose_targets, find_source, mapping_from_text
-from ..model.retarget import BakeConfig, RetargetError
+from ..model.core.retarget import BakeConfig, RetargetError
 
 
 def _strength(region: str, what: str):

@@ -9,8 +9,8 @@ from bpy_extras.io_utils import ImportHelper
 from ..captalk_addon.backend_process import BackendCommand, BackendError, backend_python
 from ..captalk_addon.paths import find_cached_file, heads_dir
 from ..captalk_addon.rig_builder import create_rig
-from ..model.head_model import HeadModel, HeadModelError
-from ..model.paths import OPEN_HEAD_FILE, OPEN_HEAD_RELATIVE
+from ..model.core.head_model import HeadModel, HeadModelError
+from ..model.core.paths import OPEN_HEAD_FILE, OPEN_HEAD_RELATIVE
 
 
 def _object_mode_poll(cls, context) -> bool:
@@ -130,7 +130,7 @@ class CAPTALK_OT_import_flame(bpy.types.Operator, ImportHelper):
     def execute(self, context):
         # The FLAME reader is numpy-only, so it runs here; the converted head is cached
         # so the back end and later sessions use exactly the same file.
-        from ..model.flame_import import import_flame
+        from ..model.core.flame_import import import_flame
 
         try:
             head = import_flame(

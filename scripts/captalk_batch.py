@@ -84,7 +84,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--name", default="captalk_demo", help="base name of the files written")
     parser.add_argument("--style", default="a calm teacher, subtle head movements", help="style caption")
     parser.add_argument("--emotion", default="neutral", help="emotion caption")
-    parser.add_argument("--schedule", help="JSON caption schedule (see model/schedule.py): captions that change "
+    parser.add_argument("--schedule", help="JSON caption schedule (see model/core/schedule.py): captions that change "
                         "at given seconds, placed as caption sections on timeline markers")
     parser.add_argument("--rig", default="", help="'open' (the open head) or a FLAME file (.pkl/.npz); "
                         "default: the scene's CapTalk rig, else the open head")
@@ -104,7 +104,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------- checks (scene untouched)
 def checkpoint_of(args) -> Path:
-    from captalk.model.paths import default_checkpoint_dir
+    from captalk.model.core.paths import default_checkpoint_dir
 
     checkpoint = Path(args.checkpoint).resolve() if args.checkpoint else default_checkpoint_dir()
     if not (checkpoint / "captalk.json").is_file():
@@ -126,8 +126,8 @@ def check_audio_file(audio: Path) -> None:
 
 def load_schedule_entries(source, where: str) -> tuple:
     """A schedule (a JSON file's path, or its list) -> its entries as written, once
-    `model.schedule` has accepted them."""
-    from captalk.model.schedule import ScheduleError, parse_schedule
+    `model.core.schedule` has accepted them."""
+    from captalk.model.core.schedule import ScheduleError, parse_schedule
 
     entries = source
     try:
@@ -235,7 +235,7 @@ def add_sections(scene, strip, schedule: tuple) -> None:
     scene's captions instead). A caption an entry leaves out keeps the one before it."""
     import math
 
-    from captalk.model.timeline import SceneRate
+    from captalk.model.core.timeline import SceneRate
 
     rate = SceneRate.from_blender(scene.render.fps, scene.render.fps_base)
     for entry in schedule:
@@ -280,7 +280,7 @@ def generate(args, checkpoint: Path, jobs):
     if args.in_process:
         return _in_process(generate_in_process, jobs, checkpoint, args.device, report)
     from captalk.captalk_addon.backend_process import backend_python
-    from captalk.model.serve.launch import WorkerSpec
+    from captalk.model.link.launch import WorkerSpec
 
     run = GenerationRun(WorkerSpec(python=backend_python(), checkpoint=checkpoint, device=args.device), jobs)
     if run.run_here(report) != "done":
@@ -334,7 +334,7 @@ def set_up_render(scene, args, mesh) -> None:
 def write_outputs(args, out: Path, name: str, scene, jobs, results) -> None:
     import preview_video
 
-    from captalk.model.motion_file import save_motion
+    from captalk.model.core.motion_file import save_motion
 
     out.mkdir(parents=True, exist_ok=True)
     for job, takes in zip(jobs, results):

@@ -41,9 +41,9 @@ def main() -> None:
     matplotlib.use("Agg")  # headless
     import matplotlib.pyplot as plt
 
-    from model.audio import MOTION_FPS, SAMPLE_RATE, load_audio
+    from model.core.audio import MOTION_FPS, SAMPLE_RATE, load_audio
     from model.generate import GenerationOptions, Generator
-    from model.schedule import parse_schedule
+    from model.core.schedule import parse_schedule
 
     audio = load_audio(args.audio)
     generator = Generator.load(args.checkpoint, device="cpu")

@@ -3,7 +3,7 @@
     python scripts/render_caption_stills.py --out DIR --times 1.0,2.4,3.8 A.npz B.npz ...
 
 Writes DIR/<name of each motion file>.png: the head at each time, left to right. The
-motion files are `model.motion_file` npz files on the open head (ARKit channels drive
+motion files are `model.core.motion_file` npz files on the open head (ARKit channels drive
 the shape keys of the same name, ``<joint>.rx/ry/rz`` the joint's pose bone), e.g. from
 ``python -m model generate``. The evaluation report puts the strips side by side.
 """
@@ -23,7 +23,7 @@ from stills import render_pixels, save_png, setup_scene  # noqa: E402
 
 def pose(mesh_object, armature, channels: tuple[str, ...], frame: np.ndarray) -> None:
     """Set shape keys and pose bones to one frame of motion (C,)."""
-    from captalk.model.rig_layout import bone_local_quaternions
+    from captalk.model.core.rig_layout import bone_local_quaternions
 
     keys = mesh_object.data.shape_keys.key_blocks
     for name, value in zip(channels, frame):
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> None:
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     register_from_source()
-    from captalk.model.motion_file import load_motion
+    from captalk.model.core.motion_file import load_motion
 
     bpy.ops.captalk.add_open_head()
     mesh_object = bpy.context.active_object

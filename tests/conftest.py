@@ -13,7 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # the back end is imported as the package `model`
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from model.paths import OPEN_HEAD_RELATIVE  # noqa: E402
+from model.core.paths import OPEN_HEAD_RELATIVE  # noqa: E402
 
 
 @pytest.fixture(scope="session")

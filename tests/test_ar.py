@@ -16,7 +16,7 @@ from model.ar.attention import SegmentAttention, apply_rotary, rotary_tables, se
 from model.ar.batch import MAX_SEGMENTS, ARBatch
 from model.ar.model import ARConfig, CapTalkAR
 from model.ar.sampling import generators, guidance_terms, guide, sample_bits
-from model.audio import SAMPLE_RATE, frame_count
+from model.core.audio import SAMPLE_RATE, frame_count
 from model.codec.codec import CodecConfig, MotionCodec
 from model.codec.losses import quantiser_loss
 from model.codec.normalise import ChannelStats

@@ -13,7 +13,7 @@ from model.codec.bsq import BSQConfig, MultiScaleBSQ, bits_to_vectors, down, up
 from model.codec.codec import CodecConfig, MotionCodec
 from model.codec.losses import CodecLoss, CodecLossConfig, masked_mean, quantiser_loss, vertex_subset
 from model.codec.normalise import ChannelStats
-from model.flame_import import import_flame
+from model.core.flame_import import import_flame
 from model.head_model_torch import TorchHeadModel
 from test_head_model import tiny_head
 

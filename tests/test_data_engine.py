@@ -15,9 +15,9 @@ from model.data.dataset import (
     MANIFEST_FILE, WINDOW_FRAMES, DatasetError, open_dataset, random_windows, window_at, write_info,
 )
 from model.data.synth import TEST_VOICES, ClipPlan, Planner, make_clip
-from model.head_model import HeadModel
+from model.core.head_model import HeadModel
 from model.metrics import lip_opening
-from model.motion_file import load_motion, save_motion, MotionClip
+from model.core.motion_file import load_motion, save_motion, MotionClip
 from model.open_head import OPEN_HEAD_ID
 from model.speech.phones import Phone
 from model.speech.voices import VOICES, available_voices

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from model.audio import SAMPLE_RATE, AudioError, frame_count, load_audio, resample, save_audio
+from model.core.audio import SAMPLE_RATE, AudioError, frame_count, load_audio, resample, save_audio
 from model.encoders import (
     HFSpeechConfig,
     HFSpeechEncoder,

@@ -31,7 +31,7 @@ from model.evaluate.controllability import (
     smile,
     why_unseen,
 )
-from model.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from model.core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 CHANNELS = ("jawOpen", "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight", "browInnerUp",
             "browOuterUpLeft", "browOuterUpRight", "eyeWideLeft", "eyeWideRight", "head.rx", "head.ry", "head.rz")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.audio import load_audio
+from model.core.audio import load_audio
 from model.data.teacher import animate_recording
 from model.evaluate.real_speech import (
     LIBRIVOX_DIR,
@@ -16,7 +16,7 @@ from model.evaluate.real_speech import (
     plot_real_speech,
     real_speech_markdown,
 )
-from model.head_model import HeadModel
+from model.core.head_model import HeadModel
 
 needs_librivox = pytest.mark.skipif(not (LIBRIVOX_DIR / "transcription").is_file(),
                                     reason="Debian package pocketsphinx-testdata not installed")

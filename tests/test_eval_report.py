@@ -17,7 +17,7 @@ from model.evaluate.conditions import CONDITIONS, condition_segments
 from model.evaluate.dynamic import border_steps, frame_to_frame_mm, take_effect_frame
 from model.evaluate import EvaluationError
 from model.evaluate.report import concatenated_audio
-from model.head_model import HeadModel
+from model.core.head_model import HeadModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_border_steps_find_a_seam_at_a_window_border(head):
 
 
 def test_concatenated_audio_is_cut_to_length_and_refuses_too_little(tmp_path):
-    from model.audio import save_audio
+    from model.core.audio import save_audio
 
     for index in range(2):
         save_audio(tmp_path / f"{index}.wav", np.full(16000, index + 1, np.float32) * 0.1)

@@ -1,4 +1,4 @@
-"""Generation (model.generate), caption schedules (model.schedule) and the ``generate``
+"""Generation (model.generate), caption schedules (model.core.schedule) and the ``generate``
 command, on a tiny checkpoint trained here on synthetic speech-driven motion, with the
 weight-free log-mel speech encoder and the MiniLM text encoder."""
 from __future__ import annotations
@@ -15,14 +15,14 @@ import torch
 
 from model.__main__ import main
 from model.ar.model import CapTalkAR
-from model.audio import frame_count, save_audio
+from model.core.audio import frame_count, save_audio
 from model.checkpoint import CheckpointError, save_weights, write_manifest
 from model.codec.normalise import ChannelStats
 from model.encoders import speech_encoder, text_encoder
 from model.generate import (GenerationCancelled, GenerationError, GenerationOptions, Generator, StreamingSmoother,
                             plan_windows, smoothing_windows)
-from model.motion_file import load_motion
-from model.schedule import Schedule, ScheduleError, load_schedule, parse_schedule, start_frame
+from model.core.motion_file import load_motion
+from model.core.schedule import Schedule, ScheduleError, load_schedule, parse_schedule, start_frame
 from test_ar import (CHANNELS, EMOTIONS, STYLES, WINDOW, CaptionTable, synthetic_audio, synthetic_clips, tiny_ar_config,
                      train_ar, train_codec, window_batch)
 

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from model.head_model import HeadModel, HeadModelError
-from model.rig_layout import bone_local_quaternions
-from model.rotations import axis_angle_to_matrix
+from model.core.head_model import HeadModel, HeadModelError
+from model.core.rig_layout import bone_local_quaternions
+from model.core.rotations import axis_angle_to_matrix
 
 
 def tiny_head(**changes) -> HeadModel:

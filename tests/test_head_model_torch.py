@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import flame_fixtures
-from model.flame_import import import_flame
-from model.head_model import HeadModel
+from model.core.flame_import import import_flame
+from model.core.head_model import HeadModel
 from model.head_model_torch import TorchHeadModel, axis_angle_to_matrix
-from model.rotations import axis_angle_to_matrix as np_axis_angle_to_matrix
+from model.core.rotations import axis_angle_to_matrix as np_axis_angle_to_matrix
 
 
 def random_motion(head: HeadModel, frames: int, seed: int = 0) -> np.ndarray:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.head_model import HeadModel
-from model.motion_file import MotionClip, save_motion
+from model.core.head_model import HeadModel
+from model.core.motion_file import MotionClip, save_motion
 from model.metrics import (
     head_pose_dynamics_deviation,
     lip_opening_dynamics_deviation,

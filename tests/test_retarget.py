@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from model.retarget import (BakeConfig, ResultStrip, RetargetError, Timeline, bake_bones, bake_shape_keys,
+from model.core.retarget import (BakeConfig, ResultStrip, RetargetError, Timeline, bake_bones, bake_shape_keys,
                             bone_region, channel_region, flatten_strips, match_names, parse_mapping,
                             reduce_keys, reduce_rotation_keys, retarget_rotations, scale_rotations)
-from model.rotations import axis_angle_to_matrix, matrix_to_quaternion, quaternion_to_axis_angle
+from model.core.rotations import axis_angle_to_matrix, matrix_to_quaternion, quaternion_to_axis_angle
 
 
 def strip(start: float, values, track: int = 0, extrapolation: str = "HOLD", channels=("a",), **timing):

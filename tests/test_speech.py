@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.audio import SAMPLE_RATE, load_audio
+from model.core.audio import SAMPLE_RATE, load_audio
 from model.speech import festival_engine
 from model.speech.alignment import (
     align,

@@ -7,10 +7,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from model.rig_layout import bone_local_quaternions
-from model.rotations import axis_angle_to_matrix
-from model.schedule import parse_schedule
-from model.timeline import (SceneRate, TimelineError, caption_schedule, channel_layout, motion_positions,
+from model.core.rig_layout import bone_local_quaternions
+from model.core.rotations import axis_angle_to_matrix
+from model.core.schedule import parse_schedule
+from model.core.timeline import (SceneRate, TimelineError, caption_schedule, channel_layout, motion_positions,
                             rig_animation, sample_motion, scene_frames)
 
 # Blender's rate presets as (fps, fps_base); 29.97 is 30 / 1.001.
@@ -202,7 +202,7 @@ def test_a_bad_audio_start_or_duration_is_refused():
 
 
 def test_strip_timing_follows_trims_and_the_sound_offset():
-    from model.timeline import strip_timing
+    from model.core.timeline import strip_timing
 
     rate = SceneRate(25)
     # the mixdown measurement: strip at 11, delayed 1 s, trimmed by 5 frames -> audio 0.535 s plays at frame 49.375

@@ -26,7 +26,7 @@ from model.ar.model import ARConfig, CapTalkAR
 from model.checkpoint import load_weights, read_manifest
 from model.codec import ChannelStats, CodecConfig, MotionCodec
 from model.data.dataset import WINDOW_FRAMES, open_dataset, window_at
-from model.head_model import HeadModel
+from model.core.head_model import HeadModel
 from model.train.data import (
     ARBatches, CaptionStates, ClipCaptions, ClipTable, FeatureTable, codec_batch, cut_windows, load_motions,
     rank_rows, sample_windows, window_segments,

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from model.audio import SAMPLE_RATE, frame_count, load_audio
-from model.serve.client import JobCancelledError, WorkerClient, WorkerError
-from model.serve.launch import EXIT_ALREADY_RUNNING, WorkerSpec, WorkerUnavailable, ensure_worker
-from model.serve.processes import alive
-from model.serve.protocol import TOKEN_HEADER, GenerationRequest
-from model.serve.session import SessionError, read_session
+from model.core.audio import SAMPLE_RATE, frame_count, load_audio
+from model.link.client import JobCancelledError, WorkerClient, WorkerError
+from model.link.launch import EXIT_ALREADY_RUNNING, WorkerSpec, WorkerUnavailable, ensure_worker
+from model.link.processes import alive
+from model.link.protocol import TOKEN_HEADER, GenerationRequest
+from model.link.session import SessionError, read_session
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEECH = REPO_ROOT / "samples" / "speech_sample.wav"
@@ -248,7 +248,7 @@ def test_audio_formats_are_converted_exactly_or_resampled(worker, tmp_path):
              "stereo": write_variant(tmp_path, "stereo", np.stack([as_float, as_float], 1), rate, "PCM_16")}
     for name, path in exact.items():
         np.testing.assert_array_equal(client.generate(request(path))[0].motion, reference, err_msg=name)
-    from model.audio import resample
+    from model.core.audio import resample
 
     changed = {"pcm_u8": write_variant(tmp_path, "u8", as_float, rate, "PCM_U8"),
                "48k": write_variant(tmp_path, "48k", resample(as_float, rate, 48000), 48000, "PCM_16")}
@@ -374,7 +374,7 @@ def test_a_wrong_interpreter_gets_a_clear_message(tmp_path, monkeypatch, tiny_ch
 
 
 def test_silence_gives_a_calm_closed_mouth_with_the_default_model(tmp_path):
-    from model.paths import default_checkpoint_dir
+    from model.core.paths import default_checkpoint_dir
 
     process, _ = start_worker(default_checkpoint_dir(), tmp_path / "default.json")
     try:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..head_model import HeadModel
+from ..core.head_model import HeadModel
 from ..head_model_torch import TorchHeadModel
 from .normalise import ChannelStats
 

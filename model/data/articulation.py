@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..audio import MOTION_FPS
+from ..core.audio import MOTION_FPS
 from ..speech.phones import PHONES, SILENCE, VOWELS, Phone
 
 PARAMETERS = ("jaw", "round", "funnel", "spread", "tuck", "tongue", "lower")

@@ -11,8 +11,8 @@ A clip entry (JSON Lines, one per line):
 
     id         unique string
     split      "train" | "val" | "test"
-    audio      16 kHz mono WAV (other rates are resampled on load, see model.audio)
-    motion     motion file (model.motion_file): (T, C) float32 at 25 fps, channel names,
+    audio      16 kHz mono WAV (other rates are resampled on load, see model.core.audio)
+    motion     motion file (model.core.motion_file): (T, C) float32 at 25 fps, channel names,
                the head-model id in its meta; T within one frame of the audio's length
     style      style caption (free text, "" = none)
     emotion    emotion caption (free text, "" = none)
@@ -37,8 +37,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..audio import MOTION_FPS, SAMPLE_RATE, frame_count
-from ..motion_file import MotionFileError, load_motion
+from ..core.audio import MOTION_FPS, SAMPLE_RATE, frame_count
+from ..core.motion_file import MotionFileError, load_motion
 
 FORMAT_NAME = "captalk-dataset"
 FORMAT_VERSION = 1

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio import MOTION_FPS, SAMPLE_RATE
+from ..core.audio import MOTION_FPS, SAMPLE_RATE
 from ..speech.phones import SILENCE, VOWELS, Phone
 
 WINDOW_S = 0.04  # one motion frame

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, save_audio
-from ..motion_file import MotionClip, save_motion
+from ..core.audio import SAMPLE_RATE, save_audio
+from ..core.motion_file import MotionClip, save_motion
 from ..speech.phones import SILENCE, Phone
 
 if TYPE_CHECKING:
@@ -239,8 +239,8 @@ def synthesize_dataset(out_dir: str | os.PathLike, hours: float, workers: int = 
                        voices: list[str] | None = None, progress: bool = True) -> dict:
     """Make (or resume) a dataset of at least ``hours`` of clips in ``out_dir``; returns a summary."""
     from ..open_head import OPEN_HEAD_ID
-    from ..paths import default_open_head_file
-    from ..head_model import HeadModel
+    from ..core.paths import default_open_head_file
+    from ..core.head_model import HeadModel
     from ..speech.sentences import load_sentences, sentence_split
     from ..speech.voices import VOICES, available_voices
 

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..audio import MOTION_FPS, frame_count
+from ..core.audio import MOTION_FPS, frame_count
 from ..speech.phones import Phone
 from .articulation import PARAMETERS, articulate
 from .controls import HEAD_GAIN, MOUTH_GAIN, TEMPO_RATE, ControlSegment, EmotionControls, StyleControls

@@ -30,8 +30,8 @@ import numpy as np
 
 from .speech import ALIGNMENT_VERSION, SpeechEncoder
 from .text import TextEncoder
-from ..atomic import atomic_write
-from ..paths import shared_data_dir
+from ..core.atomic import atomic_write
+from ..core.paths import shared_data_dir
 
 
 TEXT_CACHE_VERSION = "t1"  # bump when caption tokenisation or truncation changes
@@ -102,7 +102,7 @@ class FeatureCache:
 
     def speech(self, encoder: SpeechEncoder, audio_path: str | os.PathLike) -> np.ndarray:
         """Audio file -> (T, dim) float32 features (float16 precision), computed at most once."""
-        from ..audio import load_audio
+        from ..core.audio import load_audio
 
         path = self.speech_path(encoder, audio_path)
         cached = _load(path, encoder.dim)

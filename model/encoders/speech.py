@@ -33,7 +33,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..audio import MOTION_FPS, SAMPLE_RATE, AudioError, frame_count
+from ..core.audio import MOTION_FPS, SAMPLE_RATE, AudioError, frame_count
 
 ALIGNMENT_VERSION = "c40ms-v1"  # "row i = 40 ms window centred on i / 25 s"
 MIN_SAMPLES = SAMPLE_RATE // 10  # shorter input is zero-padded: STFT / conv stacks need a few windows
@@ -139,7 +139,7 @@ def _check_audio(audio: np.ndarray) -> np.ndarray:
     if audio.ndim != 1:
         raise AudioError(
             f"speech encoders take (samples,) mono 16 kHz audio, got shape {audio.shape}; "
-            "convert with model.audio.to_mono_16k"
+            "convert with model.core.audio.to_mono_16k"
         )
     if audio.size == 0:
         raise AudioError("audio contains no samples")

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..data.dataset import CaptionSegment, ClipRecord
-from ..head_model import HeadModel
+from ..core.head_model import HeadModel
 from ..metrics import METRES_TO_MM, MotionMetrics, lip_vertex_error, mean_metrics, sequence_metrics
 
 CONDITIONS = {

@@ -9,7 +9,7 @@ through the ``generate`` callable, the same seed and options) as the neutral ref
 `NEUTRAL`, and the attribute is compared with the reference's.
 
 Attributes, each a function of (motion (T, C), channel names (C,)) -> float, T frames at
-25 fps, channel names as `model.head_model` defines them (the open head: the 52 ARKit
+25 fps, channel names as `model.core.head_model` defines them (the open head: the 52 ARKit
 names plus ``head.rx/ry/rz``):
 
 ================ ==================================================== ==========
@@ -56,7 +56,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from ..core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 ATTRIBUTES = ("mouth_amplitude", "head_motion", "smile", "frown", "brow_raise", "eye_widening")
 DIRECTIONS = ("up", "down")
@@ -339,7 +339,7 @@ def generator_fn(generator, options=None) -> Generate:
     """``generate`` for `measure_controllability` from a loaded `model.generate.Generator`:
     constant captions, the same ``options`` (default: seed 0) for every call."""
     from ..generate import GenerationOptions
-    from ..schedule import parse_schedule
+    from ..core.schedule import parse_schedule
 
     options = GenerationOptions(seed=0) if options is None else options
     if options.takes != 1:

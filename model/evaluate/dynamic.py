@@ -3,7 +3,7 @@
 One audio clip is generated three times with the same seed: with the change at
 ``switch_s`` ("switched"), and with the captions before and after the change held for the
 whole clip ("before", "after"). With c the first frame of the change
-(`model.schedule.start_frame`), fps 25:
+(`model.core.schedule.start_frame`), fps 25:
 
 - attribute trace a(t): the mean of the attribute's channels per frame (e.g. the two
   mouthSmile channels for a change to happy);
@@ -26,11 +26,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..audio import MOTION_FPS
+from ..core.audio import MOTION_FPS
 from ..data.dataset import CaptionSegment
-from ..head_model import HeadModel
+from ..core.head_model import HeadModel
 from ..metrics import METRES_TO_MM
-from ..schedule import start_frame
+from ..core.schedule import start_frame
 
 TAKE_EFFECT_BAR_S = 0.5
 JUMP_SPAN_FRAMES = 13  # 0.5 s after the change

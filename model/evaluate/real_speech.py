@@ -21,8 +21,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..audio import MOTION_FPS, load_audio
-from ..head_model import HeadModel
+from ..core.audio import MOTION_FPS, load_audio
+from ..core.head_model import HeadModel
 from ..metrics import METRES_TO_MM, lip_opening
 
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")

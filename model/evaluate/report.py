@@ -22,11 +22,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, load_audio
+from ..core.audio import SAMPLE_RATE, load_audio
 from ..data.dataset import CaptionSegment, open_dataset
-from ..head_model import HeadModel
-from ..motion_file import load_motion, save_motion
-from ..schedule import parse_schedule
+from ..core.head_model import HeadModel
+from ..core.motion_file import load_motion, save_motion
+from ..core.schedule import parse_schedule
 from . import EvaluationError, conditions, controllability, dynamic, real_speech, speed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -229,7 +229,7 @@ def _frames(record) -> int:
 
 
 def _head_file(generator) -> Path:
-    from ..paths import default_open_head_file
+    from ..core.paths import default_open_head_file
 
     if generator.manifest.get("head_model") != "captalk-open-head-v1":
         raise EvaluationError("the evaluation runs on the open head; this checkpoint drives "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..audio import SAMPLE_RATE
+from ..core.audio import SAMPLE_RATE
 from ..machine import cpu_name
 
 PARTS = ("speech_encoder_s", "text_encoder_s", "ar_s", "decoder_s")

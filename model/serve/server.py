@@ -1,8 +1,8 @@
-"""``python -m model serve``: the worker process (protocol in `model.serve.protocol`).
+"""``python -m model serve``: the worker process (protocol in `model.link.protocol`).
 
 It loads the checkpoint once, binds 127.0.0.1 only (never a public interface: the port
 is reachable by every local user, the token is what keeps them out), writes its session
-file (`model.serve.session`), prints one ready line on stdout,
+file (`model.link.session`), prints one ready line on stdout,
 
     {"event": "ready", "pid": 1234, "port": 41234, "session": "/run/user/1000/captalk/worker-....json"}
 
@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..audio import MOTION_FPS, SAMPLE_RATE
+from ..core.audio import MOTION_FPS, SAMPLE_RATE
 from .jobs import DONE, FINISHED, JobCancelled, JobFailed, JobQueue
-from .processes import alive, start_time
-from .protocol import PROTOCOL_VERSION, TOKEN_HEADER, GenerationRequest, Limits, RequestError, addon_version, \
+from ..link.processes import alive, start_time
+from ..link.protocol import PROTOCOL_VERSION, TOKEN_HEADER, GenerationRequest, Limits, RequestError, addon_version, \
     encode_motion
-from .session import Session, new_token, remove_session, session_path, write_session
+from ..link.session import Session, new_token, remove_session, session_path, write_session
 
 LOOPBACK = "127.0.0.1"
 MAX_EVENT_WAIT = 30.0  # seconds a long poll may hold a connection
@@ -61,7 +61,7 @@ class CheckedRequest:
     """A request after every check: what a job runs."""
 
     samples: Any  # (N,) float32, 16 kHz mono
-    schedule: Any  # model.schedule.Schedule
+    schedule: Any  # model.core.schedule.Schedule
     options: Any  # model.generate.GenerationOptions
 
 
@@ -149,10 +149,10 @@ class Worker:
 
     def check(self, request: GenerationRequest) -> CheckedRequest:
         """Everything that can be refused before queueing; `RequestError` with the reason."""
-        from ..audio import AudioError, crop_audio, load_audio
+        from ..core.audio import AudioError, crop_audio, load_audio
         from ..checkpoint import CheckpointError, check_fits
         from ..generate import GenerationError, GenerationOptions
-        from ..schedule import ScheduleError, parse_schedule
+        from ..core.schedule import ScheduleError, parse_schedule
 
         manifest = self.generator.manifest
         try:
@@ -327,7 +327,7 @@ def serve(config: ServerConfig) -> None:
     """Run a worker until it is stopped. Raises `WorkerStartError` (or the model's own
     errors: `CheckpointError`...) when it cannot start."""
     from ..generate import Generator
-    from ..paths import default_checkpoint_dir
+    from ..core.paths import default_checkpoint_dir
 
     checkpoint = config.checkpoint or default_checkpoint_dir()
     session_file = config.session_file or session_path(checkpoint, config.device)

@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
+from ..core.audio import SAMPLE_RATE
 
 from .phones import PHONES, SILENCE, SPHINX_EN_US, Phone
 from .voices import SpeechError, timed_phones

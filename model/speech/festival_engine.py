@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, load_audio
+from ..core.audio import SAMPLE_RATE, load_audio
 
 from .phones import FESTIVAL_RADIO, Phone
 from .voices import SpeechError, Voice, run_engine, timed_phones

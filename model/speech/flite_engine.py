@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, load_audio
+from ..core.audio import SAMPLE_RATE, load_audio
 
 from .phones import FLITE_US, Phone
 from .voices import SpeechError, Voice, run_engine, timed_phones

@@ -27,7 +27,7 @@ import importlib.util
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, to_mono_16k
+from ..core.audio import SAMPLE_RATE, to_mono_16k
 
 from .phones import ESPEAK_EN_US_IPA, ESPEAK_MODIFIERS, ESPEAK_STRESS, ESPEAK_WORD_BREAK, SILENCE, Phone
 from .voices import SpeechError, Voice, timed_phones

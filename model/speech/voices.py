@@ -30,7 +30,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
+from ..core.audio import SAMPLE_RATE
 
 from .phones import PHONES, SILENCE, Phone
 

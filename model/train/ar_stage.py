@@ -39,11 +39,11 @@ import torch
 from torch import nn
 
 from ..ar.model import ARConfig, CapTalkAR
-from ..audio import MOTION_FPS
+from ..core.audio import MOTION_FPS
 from ..checkpoint import CheckpointError, load_weights, read_manifest, save_weights, write_manifest
 from ..codec import ChannelStats, CodecConfig, MotionCodec
 from ..data.dataset import WINDOW_FRAMES, BadClip, DatasetError
-from ..head_model import HeadModel
+from ..core.head_model import HeadModel
 from ..metrics import sequence_metrics
 from . import distributed
 from .data import (
@@ -204,7 +204,7 @@ class GenerationCheck:
 def metrics_head(run: ARRun, manifest: dict, env) -> HeadModel | None:
     """The head model for generation metrics: --head, else the open head if the checkpoint
     is for it; None (metrics off, said once) when there is none."""
-    from ..paths import default_open_head_file
+    from ..core.paths import default_open_head_file
 
     path = Path(run.head) if run.head else default_open_head_file()
     head = HeadModel.load(path) if path.exists() else None

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..audio import MOTION_FPS
+from ..core.audio import MOTION_FPS
 from ..checkpoint import CheckpointError, read_manifest, save_weights, write_manifest
 from ..codec import ChannelStats, CodecConfig, CodecLoss, MotionCodec
 from ..data.dataset import DatasetError
-from ..head_model import HeadModel
+from ..core.head_model import HeadModel
 from ..metrics import mean_metrics, sequence_metrics
 from . import distributed
 from .data import (
@@ -78,7 +78,7 @@ def codec_identity(config: CodecConfig, head_model: str) -> dict:
 
 
 def load_head(path: Path | None) -> tuple[HeadModel, Path]:
-    from ..paths import default_open_head_file
+    from ..core.paths import default_open_head_file
 
     path = Path(path) if path else default_open_head_file()
     return HeadModel.load(path), path

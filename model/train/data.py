@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from ..ar.batch import MAX_SEGMENTS, ARBatch
-from ..audio import MOTION_FPS
+from ..core.audio import MOTION_FPS
 from ..codec import ChannelStats
 from ..data.captions import render_captions
 from ..data.controls import ControlSegment, controls_from_dict
 from ..data.dataset import WINDOW_FRAMES, BadClip, ClipRecord, DatasetError, open_dataset, read_info
-from ..motion_file import MotionFileError, load_motion
+from ..core.motion_file import MotionFileError, load_motion
 from .distributed import DistEnv
 
 CODEC_STREAM = 1  # the codec stage's windows

@@ -18,7 +18,7 @@ RATES = {"24": (24, 1.0), "29.97": (30, 1.001), "60": (60, 1.0)}
 @pytest.fixture
 def rig(empty_scene, open_head_file):
     from captalk.captalk_addon.rig_builder import find_rig
-    from captalk.model.head_model import HeadModel
+    from captalk.model.core.head_model import HeadModel
 
     assert bpy.ops.captalk.add_open_head() == {"FINISHED"}
     mesh_object, armature = find_rig(bpy.context.active_object)
@@ -44,8 +44,8 @@ def captalk_actions(strip_name=None) -> list:
 @pytest.mark.parametrize("rate", RATES, ids=str)
 def test_keys_sit_on_the_scene_frames_with_the_timeline_values(rig, rate):
     from captalk.captalk_addon.animation import animate_rig
-    from captalk.model.rig_layout import bone_local_quaternions
-    from captalk.model.timeline import SceneRate, sample_motion
+    from captalk.model.core.rig_layout import bone_local_quaternions
+    from captalk.model.core.timeline import SceneRate, sample_motion
 
     head, mesh_object, armature = rig
     scene = bpy.context.scene

@@ -27,7 +27,7 @@ MAPPING = json.dumps({"mouthSmileLeft": "Mouth_Open"})
 @pytest.fixture
 def rig(empty_scene, open_head_file):
     from captalk.captalk_addon.rig_builder import find_rig
-    from captalk.model.head_model import HeadModel
+    from captalk.model.core.head_model import HeadModel
 
     assert bpy.ops.captalk.add_open_head() == {"FINISHED"}
     mesh_object, armature = find_rig(bpy.context.active_object)
@@ -91,7 +91,7 @@ def character_armature(rotation_mode: str = "QUATERNION"):
 
 def bake(mesh_object, armature, target_mesh, target_armature=None, replace=False, **config):
     from captalk.captalk_addon.bake import bake as bake_results
-    from captalk.model.retarget import BakeConfig
+    from captalk.model.core.retarget import BakeConfig
 
     return bake_results(mesh_object, armature, target_mesh, target_armature, BakeConfig(**config), replace)
 

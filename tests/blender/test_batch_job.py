@@ -66,7 +66,7 @@ def test_blender_side_never_loads_torch(tmp_path, data_dir, open_head_file):
         f"sys.path[:0] = [{str(BATCH.parent)!r}, {str(BATCH.parents[1] / 'tests')!r}]\n"
         "import source_addon, flame_fixtures\n"
         "source_addon.register_from_source()\n"
-        "import captalk.captalk_addon.animation, captalk.model.timeline, captalk.model.motion_file\n"
+        "import captalk.captalk_addon.animation, captalk.model.core.timeline, captalk.model.core.motion_file\n"
         "bpy.ops.wm.read_factory_settings(use_empty=True)\n"
         "assert bpy.ops.captalk.add_open_head() == {'FINISHED'}\n"
         f"path = flame_fixtures.write_flame_npz({str(tmp_path / 'f.npz')!r})\n"
@@ -154,11 +154,11 @@ def captalk_results() -> list:
 
 
 def assert_keys_follow_the_timeline(scene, mesh, armature, strip, motion_file):
-    """Every shape-key and head-bone F-curve holds `model.timeline`'s frames and values."""
+    """Every shape-key and head-bone F-curve holds `model.core.timeline`'s frames and values."""
     from captalk.captalk_addon.animation import captalk_strips
-    from captalk.model.motion_file import load_motion
-    from captalk.model.rig_layout import bone_local_quaternions
-    from captalk.model.timeline import SceneRate, channel_layout, sample_motion
+    from captalk.model.core.motion_file import load_motion
+    from captalk.model.core.rig_layout import bone_local_quaternions
+    from captalk.model.core.timeline import SceneRate, channel_layout, sample_motion
     from captalk_test_utils import action_keys
 
     clip = load_motion(motion_file)
@@ -209,7 +209,7 @@ def test_running_the_job_again_replaces_only_its_own_result(batch_runs):
     assert captalk_results() == [(f"CapTalk {strip.name} bones", strip.name),
                                  (f"CapTalk {strip.name} shape keys", strip.name)]
     assert_keys_follow_the_timeline(scene, mesh, armature, strip, root / "out2" / "captalk_demo_motion.npz")
-    from captalk.model.motion_file import load_motion
+    from captalk.model.core.motion_file import load_motion
 
     first = load_motion(root / "out1" / "captalk_demo_motion.npz").motion
     assert not np.allclose(load_motion(root / "out2" / "captalk_demo_motion.npz").motion, first)  # seed 4, not 3
@@ -250,7 +250,7 @@ def test_a_bad_schedule_is_bad_input_and_writes_nothing(tmp_path, data_dir, open
 # ----------------------------------------------------------------- job lists, every strip, engines, in-process
 @needs_audio
 def test_a_job_list_writes_each_job_from_the_same_scene(tmp_path, addon, data_dir, open_head_file, tiny_checkpoint):
-    from captalk.model.motion_file import load_motion
+    from captalk.model.core.motion_file import load_motion
 
     short_speech(tmp_path / "a.wav", 1.6)
     short_speech(tmp_path / "b.wav", 2.8)
@@ -338,7 +338,7 @@ def test_eevee_and_cycles_previews_cover_the_audio(tmp_path, addon, data_dir, op
 @needs_audio
 def test_in_process_gives_the_workers_motion(tmp_path, addon, data_dir, open_head_file, tiny_checkpoint):
     pytest.importorskip("torch", reason="in-process generation needs torch in this Blender's Python")
-    from captalk.model.motion_file import load_motion
+    from captalk.model.core.motion_file import load_motion
 
     audio = short_speech(tmp_path / "line.wav", 2.0)
     motions = []

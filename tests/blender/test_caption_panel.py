@@ -191,8 +191,8 @@ def test_renaming_a_section_renames_its_marker_and_keeps_names_unique(empty_scen
 
 def test_sections_become_the_caption_schedule_of_a_strip(empty_scene):
     from captalk.captalk_addon.properties import section_entries
-    from captalk.model.schedule import parse_schedule
-    from captalk.model.timeline import SceneRate, caption_schedule
+    from captalk.model.core.schedule import parse_schedule
+    from captalk.model.core.timeline import SceneRate, caption_schedule
 
     scene = empty_scene
     scene.render.fps, scene.render.fps_base = 30, 1.001

@@ -30,7 +30,7 @@ def test_flame_import_builds_the_documented_rig(empty_scene, flame_sized_file, r
     assert result == {"FINISHED"}
 
     from captalk.captalk_addon.rig_builder import find_rig
-    from captalk.model.head_model import HeadModel
+    from captalk.model.core.head_model import HeadModel
 
     mesh_object, armature = find_rig(bpy.context.active_object)
     head = HeadModel.load(mesh_object["captalk_head_file"])

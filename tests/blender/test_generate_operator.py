@@ -73,7 +73,7 @@ def worker_motion(scene, strip_name: str = "line"):
 
 @pytest.mark.parametrize("rate", [(25, 1.0), (30, 1.0), (30, 1.001)], ids=["25", "30", "29.97"])
 def test_keys_sit_on_the_strips_frames_with_the_models_motion(scene, rate):
-    from captalk.model.timeline import SceneRate, sample_motion
+    from captalk.model.core.timeline import SceneRate, sample_motion
 
     scene.render.fps, scene.render.fps_base = rate
     strip = scene.sequence_editor.active_strip

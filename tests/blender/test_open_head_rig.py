@@ -13,7 +13,7 @@ from captalk_test_utils import evaluated_vertices  # noqa: E402
 def open_head_rig(empty_scene, open_head_file):
     assert bpy.ops.captalk.add_open_head() == {"FINISHED"}
     from captalk.captalk_addon.rig_builder import find_rig
-    from captalk.model.head_model import HeadModel
+    from captalk.model.core.head_model import HeadModel
 
     mesh_object, armature = find_rig(bpy.context.active_object)
     return HeadModel.load(open_head_file), mesh_object, armature
@@ -39,7 +39,7 @@ def test_open_head_has_documented_structure(open_head_rig):
 
 def test_shape_keys_and_head_bone_deform_like_the_core(open_head_rig):
     """Blender's shape keys + armature give the vertices HeadModel.vertices computes."""
-    from captalk.model.rig_layout import bone_local_quaternions
+    from captalk.model.core.rig_layout import bone_local_quaternions
 
     head, mesh_object, armature = open_head_rig
     motion = head.neutral_motion(1)

@@ -3,7 +3,7 @@
 Pure numpy (no bpy, no torch): the Blender writer (`captalk_addon.animation`) only
 copies these numbers into F-curves.
 
-Time. Motion frame i shows time i / 25 s (`model.motion_file`). A sound strip starting
+Time. Motion frame i shows time i / 25 s (`model.core.motion_file`). A sound strip starting
 at scene frame ``frame_start`` in a scene running at ``fps / fps_base`` frames per
 second (Blender's two numbers: 29.97 is 30 / 1.001) makes scene frame f show time
 
@@ -22,12 +22,12 @@ Interpolation is linear between the two motion frames around p(f):
   small rotations a head makes between two motion frames 40 ms apart: from 5 degrees
   about X, a 0.5 degree step about Y gives at most 1e-5 degrees of difference, and even
   a 5 degree jump between orthogonal axes only 0.001 degrees (measured with
-  `model.rotations`); about a single axis it is exactly zero.
+  `model.core.rotations`); about a single axis it is exactly zero.
 The rotation vectors are then turned into bone quaternions by the existing
-`model.rig_layout.bone_local_quaternions` (sign-continuous for F-curves).
+`model.core.rig_layout.bone_local_quaternions` (sign-continuous for F-curves).
 
 Captions go the other way: `caption_schedule` turns caption sections on timeline
-markers into a caption schedule in seconds from the audio's start (`model.schedule`).
+markers into a caption schedule in seconds from the audio's start (`model.core.schedule`).
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def sample_motion(motion: np.ndarray, frame_start: float, rate: SceneRate,
 
 
 def channel_layout(channels: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(expression names, joints) of a motion's channels, laid out as `model.head_model`
+    """(expression names, joints) of a motion's channels, laid out as `model.core.head_model`
     defines: the E expression channels first, then ``<joint>.rx/.ry/.rz`` per joint."""
     channels = list(channels)
     suffix = f".{ROTATION_AXES[0]}"
@@ -177,7 +177,7 @@ def caption_schedule(sections: Iterable[tuple[float, str, str]], style: str, emo
     the default captions; audio_start_frame: the scene frame (may be fractional) at which
     the audio's time 0 plays; duration: the audio's length in seconds. Returns
     ``[{"start": seconds from the audio's start, "style", "emotion"}, ...]`` sorted by
-    start, the first at 0, every caption resolved (as `model.schedule.parse_schedule`
+    start, the first at 0, every caption resolved (as `model.core.schedule.parse_schedule`
     takes them, and it accepts them).
 
     Rules:
@@ -186,7 +186,7 @@ def caption_schedule(sections: Iterable[tuple[float, str, str]], style: str, emo
       section can change just the style or just the emotion ("" cannot switch a caption
       off mid-clip: write "neutral" for no particular emotion);
     - sections are applied in time order, and those that take effect on the same motion
-      frame (`model.schedule.start_frame`) merge into one entry: the later marker wins
+      frame (`model.core.schedule.start_frame`) merge into one entry: the later marker wins
       for each caption it sets (on the very same frame, the later one in ``sections``);
     - sections at or before the audio's start set the captions in force from 0 s;
     - sections on or after the audio's last motion frame are ignored (they would change

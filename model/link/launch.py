@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import REPO_ROOT, default_checkpoint_dir
+from ..core.paths import REPO_ROOT, default_checkpoint_dir
 from .client import WorkerClient, WorkerError, WorkerGone
 from .processes import alive
 from .protocol import PROTOCOL_VERSION

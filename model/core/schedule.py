@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .audio import MOTION_FPS
-from .data.dataset import MAX_CAPTION_CHARS, CaptionSegment
+from ..data.dataset import MAX_CAPTION_CHARS, CaptionSegment
 
 __all__ = ["CaptionSegment", "Schedule", "ScheduleError", "load_schedule", "parse_schedule", "start_frame"]
 

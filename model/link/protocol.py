@@ -30,10 +30,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..audio import DEFAULT_MAX_SECONDS
+from ..core.audio import DEFAULT_MAX_SECONDS
 from ..data.dataset import MAX_CAPTION_CHARS
-from ..motion_file import MotionClip
-from ..paths import REPO_ROOT
+from ..core.motion_file import MotionClip
+from ..core.paths import REPO_ROOT
 
 PROTOCOL_VERSION = 1
 TOKEN_HEADER = "X-CapTalk-Token"
@@ -79,7 +79,7 @@ class GenerationRequest:
     the rig it is for, and sampling options. audio_start / audio_end crop the audio (the
     part a trimmed sound strip plays); the motion's frame 0 is at audio_start.
 
-    schedule: caption entries as `model.schedule.parse_schedule` takes them (start in
+    schedule: caption entries as `model.core.schedule.parse_schedule` takes them (start in
     seconds from the audio's start); style / emotion: the captions before the first.
     head_model / channels: the target rig; the worker refuses a checkpoint that does
     not drive exactly these channels. options: `model.generate.GenerationOptions` fields.

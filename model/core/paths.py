@@ -7,7 +7,7 @@ from pathlib import Path
 HEADS_DIR = "heads"
 OPEN_HEAD_FILE = "open_head_v1.npz"
 OPEN_HEAD_RELATIVE = f"{HEADS_DIR}/{OPEN_HEAD_FILE}"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def shared_data_dir() -> Path:

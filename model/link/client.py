@@ -1,6 +1,6 @@
 """A client of one worker (stdlib + numpy: the add-on uses it inside Blender).
 
-    client = WorkerClient(session)                      # from model.serve.launch.ensure_worker
+    client = WorkerClient(session)                      # from model.link.launch.ensure_worker
     clips = client.generate(request, on_progress=print, cancel=threading.Event())
     clips[0].motion                                     # (T, C) float32, clips[0].channels, .fps
 
@@ -14,8 +14,8 @@ import socket
 import threading
 from typing import Any, Callable
 
-from ..motion_file import MotionClip
-from .jobs import CANCELLED, DONE, FINISHED
+from ..core.motion_file import MotionClip
+from ..serve.jobs import CANCELLED, DONE, FINISHED
 from .protocol import TOKEN_HEADER, GenerationRequest, decode_motion
 from .session import Session
 

@@ -24,8 +24,8 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..atomic import atomic_write
-from ..paths import shared_data_dir
+from ..core.atomic import atomic_write
+from ..core.paths import shared_data_dir
 
 
 class SessionError(RuntimeError):
