@@ -23,6 +23,7 @@ import bpy
 import numpy as np
 
 from ..model.core.timeline import RigAnimation, SceneRate, rig_animation
+from ..model.core.errors import BadInput
 
 PROP_STRIP = "captalk_strip"  # on CapTalk's actions: the sound strip they were generated for
 PROP_TARGET = "captalk_target"  # "shape_keys" or "bones"
@@ -32,7 +33,7 @@ _LINEAR = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINE
 LINEAR_INTERPOLATION = _LINEAR  # Keyframe.interpolation's value for LINEAR, as foreach_get/set read it
 
 
-class AnimationError(RuntimeError):
+class AnimationError(BadInput):
     """The motion does not fit the rig; nothing was written."""
 
 

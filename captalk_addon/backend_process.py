@@ -13,9 +13,10 @@ from pathlib import Path
 from ..model.link.launch import explain_failure
 from .paths import EXTENSION_ROOT, setup_backend_python
 from .preferences import get_preferences
+from ..model.core.errors import BackendFailure
 
 
-class BackendError(RuntimeError):
+class BackendError(BackendFailure):
     """The back end could not run; the message tells the user what to do."""
 
 

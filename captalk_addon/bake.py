@@ -33,6 +33,7 @@ from ..model.core.rotations import quaternion_to_axis_angle
 from .animation import (LINEAR_INTERPOLATION, action_fcurves, assign_action, captalk_strips, is_captalk_result,
                         new_keyed_action)
 from .rig_builder import PROP_PART, find_rig
+from ..model.core.errors import BadInput
 
 PROP_BAKE = "captalk_bake"  # on bake actions: "shape_keys" or "bones"
 BAKE_TRACK = "CapTalk bake"
@@ -41,7 +42,7 @@ _SHAPE_PATH = re.compile(r'^key_blocks\["(.*)"\]\.value$')
 _BONE_PATH = re.compile(r'^pose\.bones\["(.*)"\]\.rotation_quaternion$')
 
 
-class BakeError(RuntimeError):
+class BakeError(BadInput):
     """The bake cannot run (no results, a target without shape keys, nothing maps);
     the message says why and what to do. Nothing was changed."""
 

@@ -30,11 +30,12 @@ from .properties import section_entries
 from .worker import Failed, Finished, GenerationTask, Progress
 from .rig_builder import PROP_MODEL_ID, find_rig
 from .sequencer import strip_collection
+from ..model.core.errors import BadInput
 
 TAKE_SEPARATOR = " take "
 
 
-class GenerationSetupError(RuntimeError):
+class GenerationSetupError(BadInput):
     """The scene cannot be generated for as it is; the message says what to change."""
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .core.head_model import HeadModel, HeadModelError
+from .core.errors import BadInput, CapTalkError
 
 
 def _build_open_head(args) -> None:
@@ -165,16 +166,11 @@ def _train_config(args):
 
 
 def _run_training(train, *arguments) -> None:
-    """Training errors print as one line (exit 2); a run stopped by a signal exits 130."""
-    from .train.loop import TrainingError
+    """A run stopped by a signal exits 130 (its state is saved: run it again to go on)."""
+    from .core.errors import EXIT_CANCELLED
 
-    try:
-        result = train(*arguments)
-    except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if result.interrupted:
-        raise SystemExit(130)
+    if train(*arguments).interrupted:
+        raise SystemExit(EXIT_CANCELLED)
 
 
 def _train_codec(args) -> None:
@@ -195,25 +191,8 @@ def _train_ar(args) -> None:
     _run_training(train_ar, run, _train_config(args))
 
 
-class DataCommandError(ValueError):
+class DataCommandError(BadInput):
     """A data command that finished but found a problem (exit status 2)."""
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean bad input, not a bug: printed as one clear line with exit status 2."""
-    from .core.audio import AudioError
-    from .checkpoint import CheckpointError
-    from .data.controls import ControlError
-    from .data.dataset import DatasetError
-    from .data.synth import SynthError
-    from .evaluate import EvaluationError
-    from .generate import GenerationError
-    from .core.motion_file import MotionFileError
-    from .core.schedule import ScheduleError
-    from .speech.voices import SpeechError
-
-    return (HeadModelError, DataCommandError, AudioError, ControlError, DatasetError, SynthError, MotionFileError,
-            SpeechError, CheckpointError, ScheduleError, GenerationError, EvaluationError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except _user_errors() as exc:
+    except CapTalkError as exc:  # bad input, a missing part...: one clear line, no traceback
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     return 0
 
 

@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .core.atomic import atomic_write
+from .core.errors import BadInput
 
 FORMAT_NAME = "captalk-checkpoint"
 FORMAT_VERSION = 1
@@ -42,7 +43,7 @@ MANIFEST = "captalk.json"
 _SEPARATOR = "/"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadInput):
     """A checkpoint that is missing, damaged, or does not fit what it is asked to do."""
 
 

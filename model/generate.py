@@ -71,17 +71,18 @@ from .core.head_model import ROTATION_AXES
 from .core.motion_file import MotionClip
 from .core.paths import default_checkpoint_dir
 from .core.schedule import Schedule, parse_schedule
+from .core.errors import BadInput, Cancelled
 
 ENCODER_SHARE = 0.05  # progress given to the speech and text encoders; windows share the rest
 
 Progress = Callable[[float, str], None]
 
 
-class GenerationError(ValueError):
+class GenerationError(BadInput):
     """Bad generation settings (options, device); the message says which and why."""
 
 
-class GenerationCancelled(RuntimeError):
+class GenerationCancelled(Cancelled):
     """Raised between windows when the ``cancel`` event is set."""
 
 

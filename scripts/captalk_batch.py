@@ -297,11 +297,11 @@ def _in_process(generate_in_process, jobs, checkpoint, device, report):
     except ImportError:
         raise JobError("--in-process needs torch in Blender's Python; leave it out to use the back-end worker",
                        EXIT_MISSING_PART) from None
-    from captalk.model.__main__ import _user_errors
+    from captalk.model.core.errors import CapTalkError
 
     try:
         return generate_in_process(jobs, checkpoint, device, report)
-    except _user_errors() as exc:
+    except CapTalkError as exc:
         raise JobError(f"{exc}. Nothing was animated or written.", EXIT_BAD_INPUT) from None
 
 

@@ -1,8 +1,10 @@
 """Fixtures shared by every test: a private data folder, the open head and a tiny trained model."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,13 +59,34 @@ def run_backend(*args: str, timeout: float = 900) -> subprocess.CompletedProcess
     return result
 
 
+def _training_code_hash() -> str:
+    """What the tiny model depends on: the data engine, the models, the training code."""
+    digest = hashlib.sha256()
+    for folder in ("data", "speech", "codec", "ar", "encoders", "train"):
+        for path in sorted((REPO_ROOT / "model" / folder).rglob("*.py")):
+            digest.update(path.read_bytes())
+    digest.update(repr(TINY_TRAINING).encode())
+    return digest.hexdigest()[:12]
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, open_head_file) -> tuple[Path, Path]:
     """(dataset, checkpoint), built once per test session (about 2 minutes on 2 cores): 0.012 h
     of synthetic clips on the open head, the last two moved to the test split, and a tiny
     codec and AR model (log-mel speech features) trained on them by the training commands.
-    The motion is barely trained: tests use it for plumbing, not quality."""
-    root = tmp_path_factory.mktemp("tiny-model")
+    The motion is barely trained: tests use it for plumbing, not quality.
+
+    With $CAPTALK_TEST_CACHE set (a developer's loop; CI leaves it unset), the model is kept
+    there, keyed by a hash of the code that makes it, and reused by later sessions."""
+    cache = os.environ.get("CAPTALK_TEST_CACHE")
+    if cache:
+        root = Path(cache) / f"tiny-model-{_training_code_hash()}"
+        if (root / "ckpt" / "ar.safetensors").is_file():
+            return root / "data", root / "ckpt"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+    else:
+        root = tmp_path_factory.mktemp("tiny-model")
     data = root / "data"
     run_backend("data", "synth", "--out", str(data), "--hours", "0.012", "--voices", "flite_slt,flite_awb",
                 "--workers", "1")

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write
+from .errors import BadInput
 
 SAMPLE_RATE = 16000
 MOTION_FPS = 25.0
 DEFAULT_MAX_SECONDS = 30 * 60.0
 
 
-class AudioError(ValueError):
+class AudioError(BadInput):
     """Audio that cannot be used; the message says why and what to do."""
 
 

@@ -57,6 +57,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from .errors import BadInput
 
 FORMAT_NAME = "captalk-head"
 FORMAT_VERSION = 1
@@ -65,7 +66,7 @@ JOINT_ROLES = ("neck", "head", "jaw", "eye_left", "eye_right")
 ROTATION_AXES = ("rx", "ry", "rz")
 
 
-class HeadModelError(ValueError):
+class HeadModelError(BadInput):
     """A head-model file or motion that does not fit the format; the message says why."""
 
 

@@ -18,9 +18,10 @@ import numpy as np
 
 from .atomic import atomic_write
 from .audio import MOTION_FPS
+from .errors import BadInput
 
 
-class MotionFileError(ValueError):
+class MotionFileError(BadInput):
     """A motion file that cannot be read or does not fit; the message says why."""
 
 

@@ -33,6 +33,7 @@ from typing import Callable, Hashable, Mapping, Sequence
 import numpy as np
 
 from .rotations import axis_angle_to_matrix, matrix_to_quaternion, quaternion_to_axis_angle
+from .errors import BadInput
 
 REGIONS = ("mouth", "brows", "eyes", "head")
 EXTRAPOLATIONS = ("HOLD", "HOLD_FORWARD", "NOTHING")
@@ -53,7 +54,7 @@ _CHANNEL_REGIONS = (
 )
 
 
-class RetargetError(ValueError):
+class RetargetError(BadInput):
     """Input the bake cannot use (a bad mapping table, bad settings); the message says why."""
 
 

@@ -29,13 +29,14 @@ from typing import Iterable, Mapping
 
 from .audio import MOTION_FPS
 from ..data.dataset import MAX_CAPTION_CHARS, CaptionSegment
+from .errors import BadInput
 
 __all__ = ["CaptionSegment", "Schedule", "ScheduleError", "load_schedule", "parse_schedule", "start_frame"]
 
 _KEYS = ("start", "style", "emotion")
 
 
-class ScheduleError(ValueError):
+class ScheduleError(BadInput):
     """A caption schedule that cannot be used; the message says which entry and why."""
 
 

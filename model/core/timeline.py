@@ -41,13 +41,14 @@ from .audio import MOTION_FPS
 from .head_model import ROTATION_AXES, rotation_channel_names
 from .rig_layout import bone_local_quaternions
 from .schedule import start_frame
+from .errors import BadInput
 
 # Positions are snapped to whole frames within this tolerance, so a frame that lands
 # exactly on the clip's last motion frame (up to float round-off) is kept.
 _FRAME_EPS = 1e-6
 
 
-class TimelineError(ValueError):
+class TimelineError(BadInput):
     """Motion or a frame rate that cannot go on a timeline; the message says why."""
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core.errors import BadInput
+
 SPEAKERS_MALE = ("man", "young man", "older man", "male teacher", "male presenter", "gentleman", "guy")
 SPEAKERS_FEMALE = ("woman", "young woman", "older woman", "female teacher", "female presenter", "lady")
 SPEAKERS_ANY = ("person", "speaker", "teacher", "news anchor", "narrator", "presenter", "character")
@@ -34,7 +36,7 @@ EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgust", 
 INTENSITY_WEIGHT = {"slight": 0.35, "medium": 0.65, "strong": 1.0}
 
 
-class ControlError(ValueError):
+class ControlError(BadInput):
     """A control attribute outside its vocabulary."""
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..core.audio import MOTION_FPS, SAMPLE_RATE, frame_count
 from ..core.motion_file import MotionFileError, load_motion
+from ..core.errors import BadInput
 
 FORMAT_NAME = "captalk-dataset"
 FORMAT_VERSION = 1
@@ -49,7 +50,7 @@ WINDOW_FRAMES = 100
 MAX_CAPTION_CHARS = 1000
 
 
-class DatasetError(ValueError):
+class DatasetError(BadInput):
     """A dataset that cannot be used at all (missing or foreign files); the message says why."""
 
 

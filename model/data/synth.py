@@ -33,6 +33,7 @@ from .controls import (
     TEMPO_RATE, TONES, ControlSegment, EmotionControls, StyleControls,
 )
 from .dataset import MANIFEST_FILE, write_info
+from ..core.errors import BadInput
 
 TEST_VOICES = ("flite_rms",)
 SPLIT_SHARES = {"train": 0.86, "val": 0.07, "test": 0.07}
@@ -45,7 +46,7 @@ CLIP_SECONDS = (4.0, 14.0)  # aimed length of a clip (sentences are added until 
 RUN_FILE = "synth.json"  # the parameters a dataset folder was started with
 
 
-class SynthError(ValueError):
+class SynthError(BadInput):
     """A synthesis request that cannot be carried out; the message says why."""
 
 

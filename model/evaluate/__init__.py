@@ -10,7 +10,8 @@ per part of the report:
 - `speed`: real-time factor and where the time goes;
 - `report`: runs them all and writes the report.
 """
+from ..core.errors import BadInput
 
 
-class EvaluationError(ValueError):
+class EvaluationError(BadInput):
     """The checkpoint or dataset cannot be evaluated as asked; the message says why."""

@@ -57,6 +57,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from ..core.errors import BadInput
 
 ATTRIBUTES = ("mouth_amplitude", "head_motion", "smile", "frown", "brow_raise", "eye_widening")
 DIRECTIONS = ("up", "down")
@@ -78,7 +79,7 @@ CAPTIONS_FILE = Path(__file__).with_name("control_captions.json")
 Generate = Callable[[object, str, str], "tuple[np.ndarray, Sequence[str]]"]
 
 
-class ControllabilityError(ValueError):
+class ControllabilityError(BadInput):
     """Motion that cannot be measured (a missing channel, a bad shape) or a bad caption entry."""
 
 

@@ -18,11 +18,12 @@ from ..core.motion_file import MotionClip
 from ..serve.jobs import CANCELLED, DONE, FINISHED
 from .protocol import TOKEN_HEADER, GenerationRequest, decode_motion
 from .session import Session
+from ..core.errors import BackendFailure, Cancelled
 
 EVENT_WAIT = 2.0  # seconds a progress poll waits on the worker: short, so cancel is quick
 
 
-class WorkerError(RuntimeError):
+class WorkerError(BackendFailure):
     """The worker refused a request or a job failed; the message is for the user."""
 
     def __init__(self, message: str, status: int | None = None):
@@ -34,7 +35,7 @@ class WorkerGone(WorkerError):
     """The worker cannot be reached (it exited or was killed)."""
 
 
-class JobCancelledError(WorkerError):
+class JobCancelledError(Cancelled):
     """The job was cancelled (by this client or another)."""
 
 

@@ -20,12 +20,13 @@ from .client import WorkerClient, WorkerError, WorkerGone
 from .processes import alive
 from .protocol import PROTOCOL_VERSION
 from .session import SessionError, read_session, remove_session, session_path
+from ..core.errors import MissingPart
 
 EXIT_ALREADY_RUNNING = 3  # `python -m model serve` when another worker holds the session
 HEALTH_TIMEOUT = 10.0  # seconds a live worker has to answer /health (it answers while a job runs)
 
 
-class WorkerUnavailable(RuntimeError):
+class WorkerUnavailable(MissingPart):
     """No worker could be reached or started; the message says what to do."""
 
 

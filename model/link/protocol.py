@@ -34,6 +34,7 @@ from ..core.audio import DEFAULT_MAX_SECONDS
 from ..data.dataset import MAX_CAPTION_CHARS
 from ..core.motion_file import MotionClip
 from ..core.paths import REPO_ROOT
+from ..core.errors import BadInput
 
 PROTOCOL_VERSION = 1
 TOKEN_HEADER = "X-CapTalk-Token"
@@ -42,7 +43,7 @@ _OPTION_KEYS = ("seed", "guidance", "style_guidance", "emotion_guidance", "tempe
                 "smoothing", "border_blend")
 
 
-class RequestError(ValueError):
+class RequestError(BadInput):
     """A request the worker refuses; ``status`` is the HTTP status, the message is for the user."""
 
     def __init__(self, message: str, status: int = 400):

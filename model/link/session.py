@@ -26,9 +26,10 @@ from pathlib import Path
 
 from ..core.atomic import atomic_write
 from ..core.paths import shared_data_dir
+from ..core.errors import MissingPart
 
 
-class SessionError(RuntimeError):
+class SessionError(MissingPart):
     """A session file that must not be trusted or cannot be read; the message says why."""
 
 

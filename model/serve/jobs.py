@@ -21,16 +21,18 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..core.errors import BadInput, Cancelled
+
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
 KEEP_FINISHED = 32
 
 
-class JobCancelled(Exception):
+class JobCancelled(Cancelled):
     """Raised by a job's work when its cancel event was set."""
 
 
-class JobFailed(Exception):
+class JobFailed(BadInput):
     """Raised by a job's work for a failure the user can act on (the message says how)."""
 
 

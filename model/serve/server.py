@@ -35,13 +35,14 @@ from ..link.processes import alive, start_time
 from ..link.protocol import PROTOCOL_VERSION, TOKEN_HEADER, GenerationRequest, Limits, RequestError, addon_version, \
     encode_motion
 from ..link.session import Session, new_token, remove_session, session_path, write_session
+from ..core.errors import MissingPart
 
 LOOPBACK = "127.0.0.1"
 MAX_EVENT_WAIT = 30.0  # seconds a long poll may hold a connection
 OWNER_POLL = 1.0  # seconds between checks that attached processes still live
 
 
-class WorkerStartError(RuntimeError):
+class WorkerStartError(MissingPart):
     """The worker cannot start (another holds its session, or the model cannot load)."""
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from ..core.audio import SAMPLE_RATE
 
 from .phones import PHONES, SILENCE, Phone
+from ..core.errors import BadInput
 
 RATE_RANGE = (0.5, 2.0)  # accepted; the useful range is about 0.75-1.3
 PITCH_RANGE = (0.5, 2.0)  # accepted; the useful range is about 0.85-1.2
@@ -43,7 +44,7 @@ TIMING_TOLERANCE_S = 0.05
 _MIN_PAUSE_S = 0.01  # a shorter uncovered tail is given to the last phone, not a new pause
 
 
-class SpeechError(RuntimeError):
+class SpeechError(BadInput):
     """A speech engine is missing or failed; the message says which and what to do."""
 
 

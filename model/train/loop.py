@@ -51,6 +51,7 @@ from torch import nn
 from ..checkpoint import CheckpointError, load_state, save_state
 from . import distributed
 from .distributed import DistEnv
+from ..core.errors import BadInput
 
 STATE_SUBDIR = "train_state"  # in the checkpoint folder: one subfolder per stage
 LOG_FILE = "train_log.jsonl"  # in the checkpoint folder, both stages
@@ -59,7 +60,7 @@ MAX_SKIPPED_STEPS = 20  # consecutive non-finite gradients before giving up
 TORCH_STREAM = 7  # keeps torch's seeds apart from the data streams in model.train.data
 
 
-class TrainingError(RuntimeError):
+class TrainingError(BadInput):
     """Training cannot go on (diverged, or a state that does not fit); the message says why."""
 
 
