@@ -277,7 +277,7 @@ class _Generator:
 
 
 def test_generator_fn_asks_for_constant_captions_with_the_given_options():
-    from model.generate import GenerationOptions
+    from model.core.contract import GenerationOptions
 
     generator = _Generator()
     options = GenerationOptions(seed=3)

@@ -339,7 +339,7 @@ def measure_controllability(generate: Generate, audios: Iterable, captions: Iter
 def generator_fn(generator, options=None) -> Generate:
     """``generate`` for `measure_controllability` from a loaded `model.generate.Generator`:
     constant captions, the same ``options`` (default: seed 0) for every call."""
-    from ..generate import GenerationOptions
+    from ..core.contract import GenerationOptions
     from ..core.schedule import parse_schedule
 
     options = GenerationOptions(seed=0) if options is None else options
@@ -347,8 +347,8 @@ def generator_fn(generator, options=None) -> Generate:
         raise ValueError("controllability compares single takes; use options with takes=1")
 
     def generate(audio, style: str, emotion: str):
-        result = generator.generate(audio, parse_schedule(None, style, emotion), options)
-        return result.motion, result.channels
+        take = generator.generate(audio, parse_schedule(None, style, emotion), options)[0]
+        return take.motion, take.channels
 
     return generate
 
