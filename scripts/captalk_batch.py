@@ -119,8 +119,8 @@ def check_audio_file(audio: Path) -> None:
         raise JobError(f"audio file not found: {audio}", EXIT_BAD_INPUT)
     try:
         check_audio(str(audio))
-    except AudioError as exc:
-        raise JobError(str(exc), EXIT_MISSING_PART if isinstance(exc, NoAudioSupport) else EXIT_BAD_INPUT) from None
+    except (AudioError, NoAudioSupport) as exc:
+        raise JobError(str(exc), exc.exit_code) from None
 
 
 def load_schedule_entries(source, where: str) -> tuple:
