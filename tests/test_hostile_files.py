@@ -34,7 +34,8 @@ sys.path.insert(0, sys.argv[1])
 from model.core.errors import BadInput
 from model.core.flame_import import import_flame
 from model.core.safe_pickle import load_restricted_pickle
-reader = {"pickle": load_restricted_pickle, "flame": import_flame}[sys.argv[2]]
+from model.core.head_model import HeadModel
+reader = {"pickle": load_restricted_pickle, "flame": import_flame, "head": HeadModel.load}[sys.argv[2]]
 try:
     reader(sys.argv[3])
     print(json.dumps({"error": None}))
@@ -45,8 +46,11 @@ except Exception as exc:
 
 def read_in_child(path: Path, reader: str = "pickle") -> dict:
     """Read ``path`` in a fresh interpreter (a segfault there fails the test, not the run)."""
-    result = subprocess.run([sys.executable, "-c", _READ_IN_CHILD, str(REPO_ROOT), reader, str(path)],
-                            capture_output=True, text=True, timeout=120)
+    try:
+        result = subprocess.run([sys.executable, "-c", _READ_IN_CHILD, str(REPO_ROOT), reader, str(path)],
+                                capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"reading {path.name} did not finish within 60 s (the reader hangs)")
     assert result.returncode == 0, f"the reader died with status {result.returncode}:\n{result.stderr[-2000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -159,3 +163,176 @@ def test_opcode_limit(monkeypatch):
     monkeypatch.setattr(safe_pickle, "MAX_OPCODES", 1000)
     with pytest.raises(HeadModelError, match="more than 1,000 pickle instructions"):
         load_restricted_pickle(b"\x80\x02]" + b"Na" * 1000 + b".")
+
+
+# --------------------------------------------------------------------- .npz
+@pytest.mark.parametrize("shape", [(10**6, 10**6), (800, 3, 200_000)])
+def test_flame_npz_sizes_are_checked_before_inflating(tmp_path, shape):
+    """A member's header declares a size its data does not have: numpy allocated it first
+    (22.4 GiB from a 28 MB file in issue 20; a MemoryError escaped import_flame)."""
+    path = tmp_path / "flame2023.npz"
+    path.write_bytes(hostile.flame_npz_claiming(shape))
+    caught, peak = peak_bytes(import_flame, path)
+    assert isinstance(caught, HeadModelError) and "declares" in str(caught), repr(caught)
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MB traced"
+
+
+def test_npz_over_the_size_limit_is_refused_before_inflating(tmp_path, monkeypatch):
+    """The total of the declared sizes is checked before any member is inflated."""
+    from model.core import flame_import
+
+    path = write_flame_npz(tmp_path / "flame.npz")  # ~10 MB of arrays
+    monkeypatch.setattr(flame_import, "MAX_PICKLE_BYTES", 1 << 20)
+    caught, peak = peak_bytes(import_flame, path)
+    assert isinstance(caught, HeadModelError) and "more than the 1 MB limit" in str(caught), repr(caught)
+    assert peak < path.stat().st_size + 2 * 2**20  # the file's own bytes, no arrays
+
+
+def test_head_model_arrays_are_checked_before_inflating(tmp_path):
+    from test_head_model import tiny_head
+
+    good = tiny_head().save(tmp_path / "good.npz").read_bytes()
+    with __import__("zipfile").ZipFile(__import__("io").BytesIO(good)) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    members["template.npy"] = hostile.npy_header((10**7, 10**5, 3), "<f4") + b"\0" * 36
+    path = tmp_path / "bomb.npz"
+    path.write_bytes(hostile.npz_bytes(members))
+    caught, peak = peak_bytes(HeadModel.load, path)
+    assert isinstance(caught, HeadModelError) and "declares" in str(caught), repr(caught)
+    assert peak < 20 * 2**20
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "head.npz"
+    os.mkfifo(fifo)
+    outcome = read_in_child(fifo, "head")
+    assert outcome["error"] == "HeadModelError" and "not a regular file" in outcome["message"]
+
+
+@pytest.fixture
+def good_head(tmp_path) -> bytes:
+    from test_head_model import tiny_head
+
+    return tiny_head().save(tmp_path / "good.npz").read_bytes()
+
+
+def _meta(good: bytes, **changes) -> dict:
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(good)) as archive:
+        meta = json.loads(str(np.load(io.BytesIO(archive.read("meta.npy")))))
+    meta.update(changes)
+    return meta
+
+
+@pytest.mark.parametrize("meta, message", [
+    ([1, 2], "not a JSON object"),  # issue 20 item 6: an AttributeError traceback before
+    ("[" * 100_000 + "]" * 100_000, "not a JSON object"),  # RecursionError before
+    ("not json", "not a JSON object"),
+    ({"format": "captalk-head", "format_version": "1"}, "expected 'captalk-head' v1"),
+    ("changes:expression_names=lift", "'expression_names' must be a list"),
+    ("changes:joint_roles=[1]", "'joint_roles' must be an object"),
+    ("changes:joint_names=[1, 2]", "'joint_names' must be a list of names"),
+    ("changes:model_id=7", "'model_id' must be text"),
+    ("changes:expression_range=[\"a\", 1]", "'expression_range'"),
+    ("changes:expression_range=[1, 1e999]", "'expression_range'"),
+])
+def test_head_model_metadata_of_the_wrong_kind_is_named(tmp_path, good_head, meta, message):
+    if isinstance(meta, str) and meta.startswith("changes:"):
+        key, value = meta[len("changes:"):].split("=", 1)
+        meta = _meta(good_head, **{key: json.loads(value) if value[:1] in "[{0123456789" else value})
+    path = tmp_path / "bad.npz"
+    path.write_bytes(hostile.meta_npz(good_head, meta))
+    with pytest.raises(HeadModelError, match=message.replace("[", r"\[")):
+        HeadModel.load(path)
+
+
+@pytest.mark.parametrize("key, array, message", [
+    ("template.npy", np.array([["a", "b", "c"]] * 3), "'template' must be an array of floats"),
+    ("faces.npy", np.array([[0.0, 1.0, 2.0]]), "'faces' must be an array of integers"),
+    ("region.lips.npy", np.array([0.5]), "region 'lips' must be an array of integers"),
+    ("joint_parents.npy", np.zeros(0, np.int32), "'joint_parents' has shape"),
+    ("lbs_weights.npy", np.ones((3, 2), np.float32), "rows must sum to 1"),
+])
+def test_head_model_arrays_of_the_wrong_kind_are_named(tmp_path, good_head, key, array, message):
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(good_head)) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    members[key] = hostile.npy_bytes(array)
+    path = tmp_path / "bad.npz"
+    path.write_bytes(hostile.npz_bytes(members))
+    with pytest.raises(HeadModelError, match=message):
+        HeadModel.load(path)
+
+
+def test_archives_that_are_not_array_files_are_refused(tmp_path):
+    from model.core.safe_npz import ArrayFileError, read_npz
+
+    cases = {
+        "extra member": ({"a.npy": hostile.npy_bytes(np.zeros(2)), "evil.py": b"import os"}, "not an array"),
+        "object array": ({"a.npy": hostile.npy_bytes(np.zeros(2)).replace(b"'<f8'", b"'|O' ")}, "Python-object"),
+        "structured": ({"a.npy": hostile.npy_header((1,), "[('a', '<f8')]") + b"\0" * 8}, "dtype"),
+        "format 3": ({"a.npy": b"\x93NUMPY\x03\x00" + b"\0" * 60}, "format 3.0"),
+        "short data": ({"a.npy": hostile.npy_header((4,)) + b"\0" * 8}, "declares 32 bytes"),
+        "negative shape": ({"a.npy": hostile.npy_header((-1,)) + b"\0" * 8}, "shape|damaged"),
+        "huge header": ({"a.npy": b"\x93NUMPY\x02\x00" + (10**6).to_bytes(4, "little") + b" " * 10**6}, "damaged"),
+    }
+    for what, (members, message) in cases.items():
+        with pytest.raises(ArrayFileError, match=message):
+            read_npz(hostile.npz_bytes(members), name=what)
+    with pytest.raises(ArrayFileError, match="not a regular file"):
+        read_npz(tmp_path)
+
+
+def test_shape_and_mask_files_are_read_safely(tmp_path):
+    np.save(tmp_path / "betas.npy", np.array([1, "x"], dtype=object), allow_pickle=True)
+    with pytest.raises(HeadModelError, match="Python-object"):
+        load_shape_coefficients(tmp_path / "betas.npy", 300)
+    (tmp_path / "big.txt").write_text("1.0\n" * 400_000)
+    with pytest.raises(HeadModelError, match="larger than"):
+        load_shape_coefficients(tmp_path / "big.txt", 300)
+    np.savez(tmp_path / "masks.npz", **{k: np.array([0.5]) for k in ("lips", "forehead", "eye_region",
+                                                                    "left_eyeball", "right_eyeball")})
+    with pytest.raises(HeadModelError, match="dtype"):
+        load_masks(tmp_path / "masks.npz", 10)
+
+
+# ------------------------------------------------------------- motion files
+def _motion_file(tmp_path, **arrays) -> Path:
+    base = {"motion": np.zeros((4, 2), np.float32), "channels": np.array(["a", "b"]), "fps": np.float64(25.0),
+            "meta": np.array("{}")}
+    base.update(arrays)
+    path = tmp_path / "motion.npz"
+    with open(path, "wb") as handle:
+        np.savez(handle, **base)
+    return path
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"fps": np.array([25.0, 30.0])}, "frame rate"),  # a TypeError traceback before
+    ({"fps": np.float64(0.0)}, "frame rate"),
+    ({"fps": np.float64(np.nan)}, "frame rate"),
+    ({"meta": np.array("[1]")}, "not a JSON object"),
+    ({"meta": np.array("[" * 100_000)}, "not a JSON object"),
+    ({"channels": np.array([1, 2])}, "list of names"),
+    ({"motion": np.array([["a", "b"]])}, "must be numbers"),
+    ({"motion": hostile.npy_header((10**9, 2), "<f4")}, "declares"),
+])
+def test_motion_files_of_the_wrong_kind_are_named(tmp_path, arrays, message):
+    from model.core.motion_file import MotionFileError, load_motion
+
+    raw = {k: v for k, v in arrays.items() if isinstance(v, bytes)}
+    path = _motion_file(tmp_path, **{k: v for k, v in arrays.items() if not isinstance(v, bytes)})
+    if raw:
+        import io
+        import zipfile
+
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: archive.read(info) for info in archive.infolist()}
+        members.update({f"{k}.npy": v for k, v in raw.items()})
+        path.write_bytes(hostile.npz_bytes(members))
+    with pytest.raises(MotionFileError, match=message):
+        load_motion(path)
