@@ -336,3 +336,106 @@ def test_motion_files_of_the_wrong_kind_are_named(tmp_path, arrays, message):
         path.write_bytes(hostile.npz_bytes(members))
     with pytest.raises(MotionFileError, match=message):
         load_motion(path)
+
+
+# -------------------------------------------------------------- checkpoints
+_LOAD_CHECKPOINTS_IN_CHILD = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # a crafted manifest must not get further
+sys.path.insert(0, sys.argv[1])
+from model.core.errors import CapTalkError
+from model.generate import Generator
+for folder in sys.argv[2:]:
+    try:
+        Generator.load(folder, device="cpu")
+        print(json.dumps({"error": None}))
+    except CapTalkError as exc:
+        print(json.dumps({"error": type(exc).__name__, "message": str(exc), "exit": exc.exit_code}))
+"""
+
+
+def checkpoint_copy(folder: Path) -> Path:
+    import shutil
+
+    folder.mkdir()
+    for name in ("captalk.json", "codec.safetensors", "ar.safetensors"):
+        shutil.copy(REPO_ROOT / "checkpoints" / "default" / name, folder / name)
+    return folder
+
+
+def _edit_manifest(folder: Path, edit) -> None:
+    manifest = json.loads((folder / "captalk.json").read_text())
+    (folder / "captalk.json").write_text(json.dumps(edit(manifest)))
+
+
+CRAFTED_MANIFESTS = {  # edit, what the error says
+    "a list": (lambda m: [m], "not a captalk-checkpoint manifest"),  # AttributeError before
+    "format_version '1'": (lambda m: {**m, "format_version": "1"}, "format version '1'"),  # TypeError before
+    "heads 0": (lambda m: {**m, "codec": {**m["codec"], "heads": 0}}, "heads must be an integer"),  # ZeroDivisionError
+    "layers 10**6": (lambda m: {**m, "codec": {**m["codec"], "layers": 10**6}}, "layers must be an integer"),  # 7.7 GB
+    "layers 60 width 2048": (lambda m: {**m, "ar": {**m["ar"], "layers": 60, "width": 2048}}, "at least"),  # ~12 GB
+    "layers 2.5": (lambda m: {**m, "ar": {**m["ar"], "layers": 2.5}}, "layers must be an integer"),
+    "channels 55": (lambda m: {**m, "channels": 55}, "'channels' must be a list"),  # TypeError in check_fits before
+    "stats of text": (lambda m: {**m, "stats": {"mean": ["x"], "std": [1]}}, "inconsistent manifest"),
+}
+
+
+def test_crafted_manifests_are_refused_before_building_the_model(tmp_path):
+    """One child process loads every crafted checkpoint (under a 6 GB address-space limit:
+    before, some built multi-GB models)."""
+    folders = []
+    for index, (edit, _) in enumerate(CRAFTED_MANIFESTS.values()):
+        folders.append(checkpoint_copy(tmp_path / f"ckpt{index}"))
+        _edit_manifest(folders[-1], edit)
+    try:
+        result = subprocess.run([sys.executable, "-c", _LOAD_CHECKPOINTS_IN_CHILD, str(REPO_ROOT), *map(str, folders)],
+                                capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    except subprocess.TimeoutExpired:
+        pytest.fail("loading the checkpoints did not finish within 300 s")
+    assert result.returncode == 0, f"status {result.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    outcomes = [json.loads(line) for line in result.stdout.strip().splitlines()[-len(folders):]]
+    for (what, (_, message)), outcome in zip(CRAFTED_MANIFESTS.items(), outcomes):
+        assert outcome["error"] == "CheckpointError" and outcome["exit"] == 2, (what, outcome)
+        assert message in outcome["message"], (what, outcome)
+
+
+def test_manifest_deep_nesting_and_size_are_refused(tmp_path):
+    from model.checkpoint import CheckpointError, read_manifest
+
+    folder = checkpoint_copy(tmp_path / "ckpt")
+    (folder / "captalk.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="RecursionError"):
+        read_manifest(folder)
+    (folder / "captalk.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        read_manifest(folder)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("nan", "NaN or infinite"),  # loaded silently before: NaN motion
+    ("int", "holds torch.int32"),  # converted silently before
+    ("huge header", "cannot be read"),
+])
+def test_damaged_weights_are_refused(tmp_path, damage, message):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from model.checkpoint import CheckpointError, load_weights
+    from model.codec.codec import CodecConfig, MotionCodec
+
+    folder = checkpoint_copy(tmp_path / "ckpt")
+    path = folder / "codec.safetensors"
+    state = load_file(str(path))
+    first = sorted(state)[0]
+    if damage == "nan":
+        state[first] = state[first].clone()
+        state[first].view(-1)[0] = float("nan")
+        save_file(state, str(path))
+    elif damage == "int":
+        state[first] = state[first].to(torch.int32)
+        save_file(state, str(path))
+    else:
+        path.write_bytes((2**40).to_bytes(8, "little") + b"{}")
+    config = CodecConfig.from_dict(json.loads((folder / "captalk.json").read_text())["codec"])
+    with pytest.raises(CheckpointError, match=message):
+        load_weights(folder, "codec", MotionCodec(config))
