@@ -215,6 +215,9 @@ def load_state(path_stem: str | os.PathLike, device="cpu") -> Any:
         tensors = load_file(str(stem.with_suffix(".safetensors")), device=str(device))
     except FileNotFoundError:
         raise CheckpointError(f"no training state at '{stem}'") from None
-    except Exception as exc:
-        raise CheckpointError(f"training state '{stem}' cannot be read ({exc})") from None
-    return _unflatten(structure, tensors)
+    except Exception as exc:  # RecursionError (deeply nested JSON) included
+        raise CheckpointError(f"training state '{stem}' cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    try:
+        return _unflatten(structure, tensors)
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"training state '{stem}' is damaged ({type(exc).__name__})") from None
