@@ -104,7 +104,9 @@ class GenerationRequest:
         if self.audio_path is not None and not os.path.isabs(self.audio_path):
             raise RequestError(f"audio_path must be absolute (the worker runs in its own folder): {self.audio_path!r}")
         start, end = self.audio_start, self.audio_end
-        if isinstance(start, bool) or not isinstance(start, (int, float)) or not (isinstance(start, int) or math.isfinite(start)) or start < 0:
+        # ints are finite (math.isfinite(10**400) raises OverflowError: found by tests/fuzz/fuzz_request.py)
+        if isinstance(start, bool) or not isinstance(start, (int, float)) or start < 0 \
+                or not (isinstance(start, int) or math.isfinite(start)):
             raise RequestError(f"audio_start must be a number of seconds >= 0, got {start!r}")
         if end is not None and (isinstance(end, bool) or not isinstance(end, (int, float)) or not end > start):
             raise RequestError(f"audio_end must be a number of seconds after audio_start ({start:g}), got {end!r}")
