@@ -27,11 +27,13 @@ everything else in JSON.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .core.atomic import atomic_write
@@ -55,18 +57,39 @@ def write_manifest(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> Pa
     return path
 
 
+MAX_MANIFEST_BYTES = 16 << 20  # the default model's captalk.json is 7 KB
+_MANIFEST_TYPES = {"head_model": str, "channel_signature": str, "speech_encoder": str, "text_encoder": str,
+                   "stats": dict, "codec": dict, "ar": dict, "training": dict}
+
+
 def read_manifest(folder: str | os.PathLike) -> dict:
+    """``captalk.json`` as a dict, its format and the types of its known entries checked
+    (CheckpointError names what is wrong); the configs' values are checked by their
+    ``from_dict``."""
     path = Path(folder) / MANIFEST
     try:
+        if not path.is_file():
+            raise FileNotFoundError
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise CheckpointError(f"'{path}' is larger than {MAX_MANIFEST_BYTES >> 20} MB; it is not a CapTalk manifest")
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"'{folder}' is not a CapTalk checkpoint (no {MANIFEST})") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"'{path}' cannot be read ({exc})") from None
-    if manifest.get("format") != FORMAT_NAME:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
+        raise CheckpointError(f"'{path}' cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise CheckpointError(f"'{path}' is not a {FORMAT_NAME} manifest")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"'{folder}' was written by a newer CapTalk (format {manifest['format_version']})")
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"'{path}' has the format version {str(version)[:20]!r}, not a whole number >= 1")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"'{folder}' was written by a newer CapTalk (format {version})")
+    for key, kind in _MANIFEST_TYPES.items():
+        if key in manifest and not isinstance(manifest[key], kind):
+            raise CheckpointError(f"'{path}': '{key}' must be {'text' if kind is str else 'an object'}")
+    channels = manifest.get("channels", [])
+    if not (isinstance(channels, list) and all(isinstance(c, str) for c in channels)):
+        raise CheckpointError(f"'{path}': 'channels' must be a list of channel names")
     return manifest
 
 
@@ -79,7 +102,8 @@ def save_weights(folder: str | os.PathLike, name: str, module: torch.nn.Module) 
 
 
 def load_weights(folder: str | os.PathLike, name: str, module: torch.nn.Module, device="cpu") -> torch.nn.Module:
-    """Load ``<folder>/<name>.safetensors`` into ``module`` strictly; clear errors on mismatch."""
+    """Load ``<folder>/<name>.safetensors`` into ``module`` strictly; clear errors on mismatch,
+    on tensors that are not floating point where the module's are, and on NaN / infinite weights."""
     path = Path(folder) / f"{name}.safetensors"
     try:
         state = load_file(str(path), device=str(device))
@@ -87,6 +111,13 @@ def load_weights(folder: str | os.PathLike, name: str, module: torch.nn.Module, 
         raise CheckpointError(f"'{folder}' has no {name} weights ({path.name})") from None
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"'{path}' cannot be read ({exc})") from None
+    expected = module.state_dict()
+    for key, tensor in state.items():
+        if key in expected and expected[key].is_floating_point() and not tensor.is_floating_point():
+            raise CheckpointError(f"'{path}': '{key}' holds {tensor.dtype} values where the model has "
+                                  f"{expected[key].dtype} weights")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"'{path}': '{key}' contains NaN or infinite weights; the checkpoint is damaged")
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
@@ -97,6 +128,30 @@ def load_weights(folder: str | os.PathLike, name: str, module: torch.nn.Module, 
             f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})"
         )
     return module
+
+
+def stored_elements(folder: str | os.PathLike, name: str) -> int:
+    """How many numbers ``<folder>/<name>.safetensors`` holds, from its header alone."""
+    path = Path(folder) / f"{name}.safetensors"
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            return sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
+    except FileNotFoundError:
+        raise CheckpointError(f"'{folder}' has no {name} weights ({path.name})") from None
+    except Exception as exc:
+        raise CheckpointError(f"'{path}' cannot be read ({exc})") from None
+
+
+def load_module(folder: str | os.PathLike, name: str, module_class, config, device="cpu") -> torch.nn.Module:
+    """``module_class(config)`` with ``<folder>/<name>.safetensors`` loaded into it, but only
+    after the weights file is known to hold at least ``config.min_parameters()`` numbers: a
+    manifest must not make us build a model bigger than its weights (7.7 GB for a crafted
+    ``layers`` once)."""
+    stored, needed = stored_elements(folder, name), config.min_parameters()
+    if needed > stored:
+        raise CheckpointError(f"'{folder}': the manifest describes a {name} model of at least {needed:,} parameters "
+                              f"but {name}.safetensors holds {stored:,}; the manifest does not belong to these weights")
+    return load_weights(folder, name, module_class(config), device)
 
 
 def check_fits(manifest: Mapping[str, Any], channels: list[str] | tuple[str, ...], head_model: str | None = None) -> None:
@@ -160,6 +215,9 @@ def load_state(path_stem: str | os.PathLike, device="cpu") -> Any:
         tensors = load_file(str(stem.with_suffix(".safetensors")), device=str(device))
     except FileNotFoundError:
         raise CheckpointError(f"no training state at '{stem}'") from None
-    except Exception as exc:
-        raise CheckpointError(f"training state '{stem}' cannot be read ({exc})") from None
-    return _unflatten(structure, tensors)
+    except Exception as exc:  # RecursionError (deeply nested JSON) included
+        raise CheckpointError(f"training state '{stem}' cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    try:
+        return _unflatten(structure, tensors)
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"training state '{stem}' is damaged ({type(exc).__name__})") from None

@@ -64,7 +64,7 @@ import torch
 from .ar.model import ARConfig, CapTalkAR
 from .ar.sampling import generators, guidance_terms, guide, sample_bits
 from .core.audio import MOTION_FPS, SAMPLE_RATE, frame_count, load_audio, to_mono_16k
-from .checkpoint import CheckpointError, check_fits, load_weights, read_manifest
+from .checkpoint import CheckpointError, check_fits, load_module, read_manifest
 from .codec.codec import CodecConfig, MotionCodec
 from .codec.normalise import ChannelStats
 from .core.motion_file import MotionClip
@@ -314,8 +314,8 @@ class Generator:
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"'{folder}' has an inconsistent manifest ({exc})") from None
         torch_device = resolve_device(device)
-        codec = load_weights(folder, "codec", MotionCodec(codec_config)).to(torch_device).eval().requires_grad_(False)
-        ar = load_weights(folder, "ar", CapTalkAR(ar_config)).to(torch_device).eval().requires_grad_(False)
+        codec = load_module(folder, "codec", MotionCodec, codec_config).to(torch_device).eval().requires_grad_(False)
+        ar = load_module(folder, "ar", CapTalkAR, ar_config).to(torch_device).eval().requires_grad_(False)
         encoders = []
         for kind, factory, spec, dim in (("speech", speech_encoder, speech_encoder_spec, ar_config.speech_dim),
                                          ("text", text_encoder, text_encoder_spec, ar_config.text_dim)):

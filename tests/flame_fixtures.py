@@ -266,6 +266,12 @@ class Py2Call:
 
 
 @dataclass
+class Py2Raw:
+    """Opcodes written as given (hostile-file tests build what no pickler writes)."""
+    opcodes: bytes
+
+
+@dataclass
 class Py2Instance:
     """An object of class ``module.name`` with ``state`` (via copy_reg._reconstructor or NEWOBJ)."""
     module: str
@@ -282,6 +288,11 @@ def py2_pickle(obj) -> bytes:
     """Pickle ``obj`` the way Python 2 wrote protocol 2 (str -> BINSTRING). Python ``str``
     values are written as py2 ``str`` (bytes), ndarrays as numpy 1.x on Python 2 did."""
     return b"\x80\x02" + _py2(obj) + b"."
+
+
+def py2_opcodes(obj) -> bytes:
+    """The opcodes of one value (no protocol header, no STOP), as `py2_pickle` writes it."""
+    return _py2(obj)
 
 
 def _py2(obj) -> bytes:
@@ -316,6 +327,8 @@ def _py2(obj) -> bytes:
         return b"}" + (b"(" + body + b"u" if obj else b"")
     if isinstance(obj, np.ndarray):
         return _py2_ndarray(obj)
+    if isinstance(obj, Py2Raw):
+        return obj.opcodes
     if isinstance(obj, Py2Global):
         return _global(obj.module, obj.name)
     if isinstance(obj, Py2Call):

@@ -48,9 +48,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..codec.bsq import down
-from ..codec.codec import CodecConfig, MotionCodec
+from ..codec.codec import CodecConfig, MotionCodec, check_ranges
 from .attention import Attention, SegmentAttention, rotary_tables, segment_coverage, sinusoid
 from .batch import ARBatch
+
+
+# Sizes a config may have, checked before anything is built (see codec.CODEC_RANGES).
+AR_RANGES = {"channels": (1, 4096), "speech_dim": (1, 8192), "text_dim": (1, 8192), "width": (1, 8192),
+             "layers": (1, 64), "heads": (1, 256), "bits": (1, 64), "window": (1, 1000), "speech_context": (0, 1000),
+             "prefix_tokens": (1, 1000), "max_caption_tokens": (1, 4096), "feedforward": (1, 16),
+             "dropout": (0.0, 0.999), "bit_flip": (0.0, 0.999), "drop_previous": (0.0, 0.999),
+             "drop_style": (0.0, 0.999), "drop_emotion": (0.0, 0.999), "rope_base": (1.0, 1e9)}
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class ARConfig:
     rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
+        check_ranges(self, AR_RANGES)
         object.__setattr__(self, "scales", tuple(int(s) for s in self.scales))
         if self.width % self.heads or (self.width // self.heads) % 2:
             raise ValueError(f"width {self.width} must split into {self.heads} heads of even size")
@@ -92,6 +101,12 @@ class ARConfig:
         for name in ("dropout", "bit_flip", "drop_previous", "drop_style", "drop_emotion"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def min_parameters(self) -> int:
+        """A lower bound of the model's parameter count, computed without building it."""
+        w = self.width
+        return w * (self.channels + self.speech_dim + self.text_dim + 3 * self.bits) \
+            + self.layers * (4 + 2 * self.feedforward) * w * w
 
     @property
     def tokens(self) -> int:

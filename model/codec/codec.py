@@ -32,6 +32,28 @@ from torch import nn
 from .bsq import BSQConfig, MultiScaleBSQ
 
 
+# Sizes a config may have (checked before anything is built: a crafted checkpoint asked for
+# 10**6 layers, or 0 heads). Far above any model CapTalk trains.
+CODEC_RANGES = {"channels": (1, 4096), "width": (1, 8192), "layers": (1, 64), "heads": (1, 256), "bits": (1, 64),
+                "window": (1, 1000), "context": (0, 1000), "feedforward": (1, 16), "dropout": (0.0, 0.999),
+                "inv_temperature": (1e-6, 1e6), "initial_gain_decay": (1e-6, 1.0)}
+
+
+def check_ranges(config, ranges: dict) -> None:
+    """Raise ValueError unless each named field is a number of the range's type (int for int
+    bounds, no bools) within [low, high], and every scale an int in 1..window."""
+    for name, (low, high) in ranges.items():
+        value = getattr(config, name)
+        kind = int if isinstance(low, int) else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+            raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'} in {low}..{high}, "
+                             f"got {str(value)[:40]!r}")
+    scales = config.scales
+    if not (isinstance(scales, (list, tuple)) and 0 < len(scales) <= 64
+            and all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= config.window for s in scales)):
+        raise ValueError(f"scales must be a list of up to 64 frame counts in 1..{config.window}")
+
+
 @dataclass(frozen=True)
 class CodecConfig:
     channels: int
@@ -48,6 +70,7 @@ class CodecConfig:
     initial_gain_decay: float = 0.5  # BSQ per-scale gains start at decay ** k
 
     def __post_init__(self) -> None:
+        check_ranges(self, CODEC_RANGES)
         object.__setattr__(self, "scales", tuple(int(s) for s in self.scales))
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
@@ -56,6 +79,13 @@ class CodecConfig:
         if self.channels < 1:
             raise ValueError("channels must be positive")
         _ = self.bsq  # constructing it validates bits, scales and window
+
+    def min_parameters(self) -> int:
+        """A lower bound of the codec's parameter count (linear layers, positions, transformer
+        weights), computed without building it: a checkpoint's weights must hold at least this."""
+        w = self.width
+        return w * (3 * self.channels + 2 * self.window + self.context + 2 * self.bits) \
+            + 2 * self.layers * (4 + 2 * self.feedforward) * w * w
 
     @property
     def bsq(self) -> BSQConfig:

@@ -175,4 +175,6 @@ class GenerationRequest:
 
 
 def _seconds(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    # an int is always finite, and math.isfinite overflows on one past float's range (10**400)
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and (isinstance(value, int)
+                                                                               or math.isfinite(value))

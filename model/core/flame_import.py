@@ -16,15 +16,15 @@ face along -Y, so everything is rotated by ``FLAME_TO_HEAD`` (x, y, z) -> (x, -z
 from __future__ import annotations
 
 import hashlib
-import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from . import safe_npz
 from .head_model import HeadModel, HeadModelError
 from .regions import inner_lip_pairs, derive_regions
-from .safe_pickle import ChumpyStandIn, UnsafePickleError, as_array, load_restricted_pickle, read_limited
+from .safe_pickle import MAX_PICKLE_BYTES, ChumpyStandIn, UnsafePickleError, as_array, load_restricted_pickle, \
+    read_limited
 
 FLAME_TO_HEAD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 FLAME_JOINTS = ("global", "neck", "jaw", "eye_left", "eye_right")
@@ -50,7 +50,14 @@ def import_flame(
         template; the identity basis is kept, so shape coefficients given later add to them.
     masks: FLAME_masks.pkl for the metric regions; without it they are derived from the rig.
     """
-    path = Path(path)
+    try:
+        return _import_flame(Path(path), n_expressions, shape, masks, model_id)
+    except MemoryError:  # within the readers' limits, yet more than this machine has free
+        raise HeadModelError(f"importing '{Path(path).name}' needs more memory than is free; close other "
+                             "programs and try again") from None
+
+
+def _import_flame(path: Path, n_expressions, shape, masks, model_id) -> HeadModel:
     data = read_limited(path, what="FLAME file")
     digest = hashlib.sha256(data).hexdigest()
     arrays, version = read_flame_arrays(data, path.name)
@@ -150,22 +157,11 @@ def read_flame_arrays(data: bytes, name: str) -> tuple[dict[str, np.ndarray], st
 
 
 def read_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
-    """.npz bytes -> FLAME key -> ndarray; object (pickled) arrays are refused."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            _check_keys(npz.files, name)
-            return {key: npz[key] for key in REQUIRED_KEYS}
-    except HeadModelError:
-        raise
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise HeadModelError(
-                f"'{name}' contains Python-object arrays, which CapTalk does not load (they can run code); "
-                "save the .npz with plain numeric arrays"
-            ) from None
-        raise HeadModelError(f"'{name}' is a damaged .npz file ({exc})") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise HeadModelError(f"'{name}' is a damaged or truncated .npz file ({exc}); copy it again") from None
+    """.npz bytes -> FLAME key -> ndarray; headers checked before inflating, object arrays refused."""
+    arrays = safe_npz.read_npz(data, name=name, keys=REQUIRED_KEYS, kinds="biuf", max_bytes=MAX_PICKLE_BYTES,
+                               error=HeadModelError)
+    _check_keys(arrays, name)
+    return arrays
 
 
 def _check_keys(keys, name: str) -> None:
@@ -178,22 +174,26 @@ def _check_keys(keys, name: str) -> None:
 
 def check_flame_arrays(arrays: dict[str, np.ndarray], name: str) -> dict:
     """Check shapes / dtypes; return float64 arrays, int64 faces, parents and n_expr_available."""
-    out = {}
     for key, value in arrays.items():
-        if value.dtype.kind not in "fiub":
-            raise HeadModelError(f"'{name}': '{key}' holds {value.dtype} data, expected numbers")
-        out[key] = value.astype(np.int64 if key in ("f", "kintree_table") else np.float64)
-    V = out["v_template"].shape[0] if out["v_template"].ndim == 2 else -1
-    K = out["shapedirs"].shape[2] if out["shapedirs"].ndim == 3 else -1
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiub":
+            raise HeadModelError(f"'{name}': '{key}' holds {getattr(value, 'dtype', type(value).__name__)} data, "
+                                 "expected numbers")
+    # Shapes first, conversions after: a crafted file must not make us copy a wrong-sized array.
+    V = arrays["v_template"].shape[0] if arrays["v_template"].ndim == 2 else -1
+    K = arrays["shapedirs"].shape[2] if arrays["shapedirs"].ndim == 3 else -1
     expect = {
         "v_template": (V, 3), "shapedirs": (V, 3, K), "posedirs": (V, 3, 36),
         "J_regressor": (5, V), "kintree_table": (2, 5), "weights": (V, 5),
     }
     for key, shape in expect.items():
-        if V < 1 or K < 1 or out[key].shape != shape:
+        if V < 1 or K < 1 or arrays[key].shape != shape:
             wanted = str(shape).replace("-1", "?")
-            raise HeadModelError(f"'{name}': '{key}' has shape {out[key].shape}, expected {wanted}; "
+            raise HeadModelError(f"'{name}': '{key}' has shape {arrays[key].shape}, expected {wanted}; "
                                  f"expected {EXPECTED}")
+    if arrays["f"].ndim != 2 or arrays["f"].shape[0] > 16 * V:  # a mesh has about 2 triangles per vertex
+        raise HeadModelError(f"'{name}': 'f' must be (F, 3) triangles indexing the {V} vertices")
+    out = {key: value.astype(np.int64 if key in ("f", "kintree_table") else np.float64)
+           for key, value in arrays.items()}
     faces = out["f"]
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.size == 0 or faces.min() < 0 or faces.max() >= V:
         raise HeadModelError(f"'{name}': 'f' must be (F, 3) triangles indexing the {V} vertices")
@@ -262,22 +262,28 @@ def load_shape_coefficients(shape, n_shape: int) -> np.ndarray:
     return np.pad(betas, (0, n_shape - betas.size))
 
 
+MAX_SHAPE_FILE_BYTES = 1 << 20  # 300 coefficients as text or an array
+
+
 def _read_shape_file(path: Path) -> np.ndarray:
     if not path.is_file():
         raise HeadModelError(f"shape coefficient file not found: {path}")
+    if path.stat().st_size > MAX_SHAPE_FILE_BYTES:
+        raise HeadModelError(f"'{path.name}' is larger than {MAX_SHAPE_FILE_BYTES >> 20} MB; a file of shape "
+                             "coefficients holds at most a few hundred numbers")
+    keys = ("betas", "shape", "shape_params")
+    if path.suffix == ".npy":
+        return safe_npz.read_npy(path, kinds="biuf", max_bytes=MAX_SHAPE_FILE_BYTES, error=HeadModelError)
+    if path.suffix == ".npz":
+        loaded = safe_npz.read_npz(path, keys=keys, kinds="biuf", max_bytes=MAX_SHAPE_FILE_BYTES, error=HeadModelError)
+        for key in keys:
+            if key in loaded:
+                return loaded[key]
+        raise HeadModelError(f"'{path.name}' has no 'betas' or 'shape' array of shape coefficients")
     try:
-        if path.suffix == ".txt":
-            return np.loadtxt(path, dtype=np.float64)
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return loaded
-        with loaded:
-            for key in ("betas", "shape", "shape_params"):
-                if key in loaded.files:
-                    return loaded[key]
-    except Exception as exc:
-        raise HeadModelError(f"cannot read shape coefficients from '{path.name}' ({exc})") from None
-    raise HeadModelError(f"'{path.name}' has no 'betas' or 'shape' array of shape coefficients")
+        return np.loadtxt(path, dtype=np.float64)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise HeadModelError(f"cannot read shape coefficients from '{path.name}' ({str(exc)[:200]})") from None
 
 
 def load_masks(path: str | Path, num_vertices: int) -> dict[str, np.ndarray]:
@@ -285,11 +291,7 @@ def load_masks(path: str | Path, num_vertices: int) -> dict[str, np.ndarray]:
     path = Path(path)
     data = read_limited(path, what="FLAME masks file")
     if data[:4] == b"PK\x03\x04":
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                raw = {k: npz[k] for k in npz.files}
-        except Exception as exc:
-            raise HeadModelError(f"'{path.name}' is not a readable masks .npz ({exc})") from None
+        raw = safe_npz.read_npz(data, name=path.name, keys=MASK_KEYS, kinds="iu", error=HeadModelError)
     else:
         raw = load_restricted_pickle(data, name=path.name)
     if not isinstance(raw, dict) or any(k not in raw for k in MASK_KEYS):

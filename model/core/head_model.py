@@ -55,6 +55,7 @@ from typing import Mapping
 
 import numpy as np
 
+from . import safe_npz
 from .atomic import atomic_write
 from .rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from .errors import BadInput
@@ -62,6 +63,11 @@ from .errors import BadInput
 FORMAT_NAME = "captalk-head"
 FORMAT_VERSION = 1
 REGION_NAMES = ("lips", "upper_face", "lip_pairs", "eyes")
+MAX_HEAD_FILE_BYTES = safe_npz.MAX_ARRAY_BYTES  # decoded array data of one head-model file
+_FLOAT_ARRAYS = ("template", "expression_basis", "joints", "lbs_weights", "shape_basis", "joint_regressor",
+                 "pose_basis")
+_META_TEXT = ("model_id", "name", "licence", "provenance")
+_META_NAMES = ("expression_names", "joint_names", "motion_joints", "shape_names", "notes")
 JOINT_ROLES = ("neck", "head", "jaw", "eye_left", "eye_right")
 ROTATION_AXES = ("rx", "ry", "rz")
 
@@ -213,7 +219,10 @@ class HeadModel:
     # ------------------------------------------------------------- validation
     def validate(self) -> None:
         """Raise HeadModelError unless every array agrees with the format."""
+        self._validate_types()
         V, E, J = self.template.shape[0], len(self.expression_names), len(self.joint_names)
+        if V < 1 or J < 1:
+            raise HeadModelError(f"a head model needs vertices and joints, got {V} vertices and {J} joints")
         expect = {
             "template": (self.template, (V, 3)),
             "expression_basis": (self.expression_basis, (E, V, 3)),
@@ -258,6 +267,34 @@ class HeadModel:
                 raise HeadModelError(f"region '{region}' indexes vertices that do not exist")
         if self.regions["lip_pairs"].ndim != 2 or self.regions["lip_pairs"].shape[1] != 2:
             raise HeadModelError("region 'lip_pairs' must be (K, 2) (upper, lower) vertex pairs")
+
+    def _validate_types(self) -> None:
+        """Types before sizes: a file could hold text where numbers belong (messages, not TypeErrors)."""
+        for key in _FLOAT_ARRAYS:
+            array = getattr(self, key)
+            if (array is not None or key in _FLOAT_ARRAYS[:4]) and not (
+                    isinstance(array, np.ndarray) and array.dtype.kind == "f"):
+                raise HeadModelError(f"'{key}' must be an array of floats, got {_kind(array)}")
+        arrays = {"faces": self.faces, "joint_parents": self.joint_parents,
+                  **{f"region '{r}'": index for r, index in dict(self.regions).items()}}
+        for key, array in arrays.items():
+            if not (isinstance(array, np.ndarray) and array.dtype.kind in "iu"):
+                raise HeadModelError(f"{key} must be an array of integers, got {_kind(array)}")
+        for key in _META_TEXT:
+            if not isinstance(getattr(self, key), str):
+                raise HeadModelError(f"'{key}' must be text, got {_kind(getattr(self, key))}")
+        for key in _META_NAMES:
+            names = getattr(self, key)
+            if not (isinstance(names, tuple) and all(isinstance(n, str) for n in names)):
+                raise HeadModelError(f"'{key}' must be a list of names (text), got {_kind(names)}")
+        roles = self.joint_roles
+        if not (isinstance(roles, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in roles.items())):
+            raise HeadModelError(f"'joint_roles' must map role names to joint names, got {_kind(roles)}")
+        low_high = self.expression_range
+        if not (isinstance(low_high, tuple) and len(low_high) == 2 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in low_high)
+                and low_high[0] < low_high[1]):
+            raise HeadModelError(f"'expression_range' must be [min, max] with min < max, got {_kind(low_high)}")
 
     # --------------------------------------------------------------------- io
     def metadata(self) -> dict:
@@ -305,28 +342,57 @@ class HeadModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "HeadModel":
+        """Read a head-model file: sizes checked before anything is inflated (`safe_npz`),
+        then every field's type and every array's shape (HeadModelError for each)."""
         path = Path(path)
+        if not path.exists():
+            raise HeadModelError(f"head-model file not found: {path}")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-        except FileNotFoundError:
-            raise HeadModelError(f"head-model file not found: {path}") from None
-        except Exception as exc:  # zip, header or pickle errors all mean "not our file"
-            raise HeadModelError(f"'{path.name}' is not a readable CapTalk head-model file ({exc})") from None
+            arrays = safe_npz.read_npz(path, kinds="biufU", max_bytes=MAX_HEAD_FILE_BYTES, error=HeadModelError)
+        except HeadModelError as exc:
+            raise HeadModelError(f"'{path.name}' is not a readable CapTalk head-model file: {exc}") from None
         if "meta" not in arrays:
             raise HeadModelError(f"'{path.name}' has no CapTalk metadata; is it a head-model file?")
-        meta = json.loads(str(arrays.pop("meta")))
+        meta = arrays.pop("meta")
+        try:
+            meta = json.loads(str(meta)) if meta.dtype.kind == "U" and meta.shape == () else None
+        except (ValueError, RecursionError):
+            meta = None
+        if not isinstance(meta, dict):
+            raise HeadModelError(f"'{path.name}' has damaged metadata (its 'meta' entry is not a JSON object); "
+                                 "is it a CapTalk head-model file?")
         if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
             raise HeadModelError(
-                f"'{path.name}' is format {meta.get('format')!r} v{meta.get('format_version')}, "
+                f"'{path.name}' is format {str(meta.get('format'))[:40]!r} v{str(meta.get('format_version'))[:20]}, "
                 f"expected {FORMAT_NAME!r} v{FORMAT_VERSION}"
             )
-        return cls.from_arrays(meta, arrays)
+        try:
+            return cls.from_arrays(meta, arrays)
+        except HeadModelError as exc:
+            raise HeadModelError(f"'{path.name}': {exc}") from None
+        except MemoryError:  # within the size limit, yet more than this machine has free
+            raise HeadModelError(f"'{path.name}' needs more memory than is free to load") from None
 
     @classmethod
     def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "HeadModel":
+        """The metadata dict and arrays of a head-model file -> HeadModel (HeadModelError if they do not fit)."""
+        def names(key: str, default=None) -> tuple:
+            value = meta.get(key, default) if default is not None else meta[key]
+            if not isinstance(value, list):
+                raise HeadModelError(f"'{key}' must be a list, got {_kind(value)}")
+            return tuple(value)
+
         try:
-            regions = {r: arrays[f"region.{r}"].astype(np.int64) for r in REGION_NAMES}
+            regions = {r: arrays[f"region.{r}"] for r in REGION_NAMES}
+            roles = meta["joint_roles"]
+            if not isinstance(roles, dict):
+                raise HeadModelError(f"'joint_roles' must be an object, got {_kind(roles)}")
+            for region, index in regions.items():
+                if index.dtype.kind not in "iu":
+                    raise HeadModelError(f"region '{region}' must be an array of integers, got {_kind(index)}")
+            for key in ("faces", "joint_parents"):
+                if arrays[key].dtype.kind not in "iu":
+                    raise HeadModelError(f"'{key}' must be an array of integers, got {_kind(arrays[key])}")
             return cls(
                 model_id=meta["model_id"],
                 name=meta["name"],
@@ -334,27 +400,34 @@ class HeadModel:
                 provenance=meta["provenance"],
                 template=arrays["template"],
                 faces=arrays["faces"].astype(np.int64),
-                expression_names=tuple(meta["expression_names"]),
+                expression_names=names("expression_names"),
                 expression_basis=arrays["expression_basis"],
-                joint_names=tuple(meta["joint_names"]),
+                joint_names=names("joint_names"),
                 joint_parents=arrays["joint_parents"].astype(np.int64),
                 joints=arrays["joints"],
                 lbs_weights=arrays["lbs_weights"],
-                motion_joints=tuple(meta["motion_joints"]),
-                joint_roles=dict(meta["joint_roles"]),
-                regions=regions,
-                shape_names=tuple(meta.get("shape_names", ())),
+                motion_joints=names("motion_joints"),
+                joint_roles=dict(roles),
+                regions={r: index.astype(np.int64) for r, index in regions.items()},
+                shape_names=names("shape_names", []),
                 shape_basis=arrays.get("shape_basis"),
                 joint_regressor=arrays.get("joint_regressor"),
                 pose_basis=arrays.get("pose_basis"),
-                notes=tuple(meta.get("notes", ())),
-                expression_range=tuple(meta.get("expression_range", (-10.0, 10.0))),
+                notes=names("notes", []),
+                expression_range=names("expression_range", [-10.0, 10.0]),
             )
         except KeyError as exc:
             raise HeadModelError(f"head-model file is missing {exc}") from None
 
     def replace(self, **changes) -> "HeadModel":
         return dataclasses.replace(self, **changes)
+
+
+def _kind(value) -> str:
+    """What a value from a file is, briefly (never its repr: that can be huge)."""
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    return f"a {type(value).__name__}"
 
 
 def pose_features(rotations: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 from .atomic import atomic_write
 from .audio import MOTION_FPS
 from .errors import BadInput
+from .safe_npz import read_npz
 
 
 class MotionFileError(BadInput):
@@ -52,17 +53,26 @@ def save_motion(path: str | os.PathLike, clip: MotionClip) -> Path:
 
 
 def load_motion(path: str | os.PathLike) -> MotionClip:
-    """Read and check a motion file (shape, channel count, finite values)."""
+    """Read and check a motion file (sizes before inflating, types, shape, channel count,
+    finite values, a positive frame rate)."""
+    arrays = read_npz(path, keys=("motion", "channels", "fps", "meta"), kinds="biufU", error=MotionFileError)
+    if "motion" not in arrays or "channels" not in arrays:
+        raise MotionFileError(f"'{path}' is not a motion file (it has no motion or channel names)")
+    motion, channels = arrays["motion"], arrays["channels"]
+    fps, meta = arrays.get("fps", np.float64(MOTION_FPS)), arrays.get("meta", np.array("{}"))
+    if motion.dtype.kind not in "iuf" or channels.dtype.kind != "U" or channels.ndim != 1:
+        raise MotionFileError(f"'{path}': motion must be numbers and channels a list of names")
+    if fps.shape != () or fps.dtype.kind not in "iuf" or not (0 < float(fps) < 1e4):
+        raise MotionFileError(f"'{path}': the frame rate must be one positive number of frames per second")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            motion = np.asarray(data["motion"], dtype=np.float32)
-            channels = tuple(str(name) for name in data["channels"])
-            fps = float(data["fps"]) if "fps" in data.files else MOTION_FPS
-            meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise MotionFileError(f"'{path}' is not a motion file ({exc})") from None
+        meta = json.loads(str(meta)) if meta.shape == () and meta.dtype.kind == "U" else None
+    except (ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise MotionFileError(f"'{path}': its 'meta' entry is not a JSON object")
     if motion.ndim != 2 or motion.shape[1] != len(channels):
         raise MotionFileError(f"'{path}': motion {motion.shape} does not match {len(channels)} channel names")
+    motion = motion.astype(np.float32)
     if not np.isfinite(motion).all():
         raise MotionFileError(f"'{path}': motion contains NaN or infinite values")
-    return MotionClip(motion=motion, channels=channels, fps=fps, meta=meta)
+    return MotionClip(motion=motion, channels=tuple(str(name) for name in channels), fps=float(fps), meta=meta)

@@ -12,6 +12,7 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 import flame_fixtures  # noqa: E402
+import hostile_files  # noqa: E402
 from captalk_test_utils import evaluated_vertices  # noqa: E402
 
 
@@ -60,10 +61,19 @@ def test_expression_count_option(empty_scene, tmp_path):
     assert len(keys) == 21
 
 
-@pytest.mark.parametrize("damage", ["truncated", "random", "malicious", "wrong_dict", "missing"])
+HOSTILE = {  # issue 20: each of these crashed Blender (segfault) or escaped as a MemoryError traceback
+    "object_dtype_reconstruct": lambda: hostile_files.RECONSTRUCT_OBJECT_SEGFAULT,
+    "object_buffer_csc": hostile_files.object_buffer_flame,
+    "object_field_struct": hostile_files.object_field_struct,
+    "indptr_bomb": hostile_files.indptr_bomb,
+    "npz_declaring_8_TB": lambda: hostile_files.flame_npz_claiming((10**6, 10**6)),
+}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "malicious", "wrong_dict", "missing", *HOSTILE])
 def test_bad_flame_files_leave_the_scene_unchanged(empty_scene, tmp_path, scene_fingerprint, damage):
     good = flame_fixtures.write_flame_2023_pickle(tmp_path / "good.pkl")
-    path = tmp_path / f"{damage}.pkl"
+    path = tmp_path / f"{damage}.{'npz' if damage.startswith('npz') else 'pkl'}"
     trap = tmp_path / "payload_ran"
     if damage == "truncated":
         path.write_bytes(good.read_bytes()[:5000])
@@ -75,10 +85,14 @@ def test_bad_flame_files_leave_the_scene_unchanged(empty_scene, tmp_path, scene_
         import pickle
 
         path.write_bytes(pickle.dumps({"v_template": np.zeros((10, 3))}))
+    elif damage in HOSTILE:
+        path.write_bytes(HOSTILE[damage]())
     assert bpy.ops.captalk.add_open_head.poll()  # the scene is in a state that accepts imports
     before = scene_fingerprint()
     with pytest.raises(RuntimeError) as error:  # bpy.ops turns an ERROR report into RuntimeError
         bpy.ops.captalk.import_flame(filepath=str(path))
     assert "Error:" in str(error.value) and "Traceback" not in str(error.value)
+    if damage in HOSTILE:
+        assert path.name in str(error.value)  # the message names the file (and why it was refused)
     assert scene_fingerprint() == before
     assert not trap.exists()
