@@ -27,6 +27,13 @@ def _import_flame(args) -> None:
     print(f"FLAME head model: {out} ({head.num_channels} motion channels)")
 
 
+def _flame_adapter(args) -> None:
+    from .flame_bridge.command import run
+
+    run(args.file, out=args.out, open_head=args.open_head, keep_shapes=not args.no_shapes,
+        n_expressions=args.expressions, shape=args.shape, masks=args.masks)
+
+
 def _info(args) -> None:
     meta = HeadModel.load(args.file).metadata()
     meta.pop("channel_names")
@@ -211,6 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     flame.add_argument("--shape", help="identity coefficients (.npy, .npz or .txt); zero if absent")
     flame.add_argument("--masks", help="FLAME_masks.pkl for the lip / upper-face regions")
     flame.set_defaults(run=_import_flame)
+
+    adapter = commands.add_parser("flame-adapter", help="build the adapter that lets the bundled model drive a "
+                                  "FLAME rig (cached in the data folder)")
+    adapter.add_argument("file", help="FLAME .pkl / .npz, or the head-model file Import FLAME wrote")
+    adapter.add_argument("--out", help="adapter file (default: <data folder>/adapters/<head-model id>.npz)")
+    adapter.add_argument("--open-head", help="the open head's head-model file (default: the data folder's)")
+    adapter.add_argument("--no-shapes", action="store_true", help="leave out the 52 transferred ARKit shapes")
+    adapter.add_argument("--expressions", type=int, default=100, help="as import-flame (FLAME files only)")
+    adapter.add_argument("--shape", help="as import-flame (FLAME files only)")
+    adapter.add_argument("--masks", help="as import-flame (FLAME files only)")
+    adapter.set_defaults(run=_flame_adapter)
 
     info = commands.add_parser("info", help="print a head-model file's metadata")
     info.add_argument("file")

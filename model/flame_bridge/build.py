@@ -27,7 +27,7 @@ UNMAPPED = ("tongueOut",)  # FLAME has no tongue
 JAW_SHAPES = ("jawLeft", "jawOpen", "jawRight", "mouthClose")
 EYE_PREFIX = "eyeLook"
 LIP_WEIGHT, FACE_WEIGHT, BACK_WEIGHT = 10.0, 1.0, 0.05
-RIDGE = 1e-4  # regulariser, relative to the mean diagonal of the weighted normal matrix
+RIDGE = 1e-6  # regulariser, relative to the mean diagonal of the weighted normal matrix
 GAP_WEIGHT = 1.0  # the lip-gap term's share, relative to the data term's trace
 # A registration is refused when the FLAME face lies this far (x the eye distance) from
 # the fitted open head, or when the basis leaves most of the mouth shapes unexpressed.
@@ -188,6 +188,10 @@ class ShapeFit:
         """What `map_to_rig`'s lip-gap solve needs (see `model.core.flame_adapter`)."""
         t = self.target
         pairs = t.regions["lip_pairs"]
+        # Pairs derived from the rig may take a tongue vertex for a lower lip: keep surface pairs only.
+        pairs = pairs[reg.target_surface[pairs].all(axis=1)]
+        if len(pairs) < 3:
+            raise RegistrationError(f"'{t.name}' has fewer than 3 inner-lip pairs on its face surface")
         up, lo = pairs[:, 0], pairs[:, 1]
         K = len(pairs)
         src_rest = reg.scale * source.template.astype(np.float64) @ reg.rotation.T + reg.translation

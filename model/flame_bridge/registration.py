@@ -31,8 +31,10 @@ from ..core.errors import BadInput
 
 REST, JAW, EYE_LEFT, EYE_RIGHT = 0, 1, 2, 3
 CONTOUR_POINTS = 7
-STIFFNESS = (30.0, 10.0, 3.0, 1.0)  # NRICP rounds, relative to the data term
+STIFFNESS = (30.0, 10.0, 3.0, 1.0, 0.3)  # NRICP rounds, relative to the data term
 INNER_ITERATIONS = 3
+NEIGHBOURS = 8  # closest target vertices considered per source vertex
+NORMAL_AGREEMENT = 0.3  # cosine
 CANDIDATE_TRIANGLES = 12
 
 
@@ -181,20 +183,37 @@ def _nricp(points, faces, src_parts, target, tgt_parts, scale) -> np.ndarray:
     tgt = target.template.astype(np.float64)
     trees = {label: (cKDTree(tgt[idx]), idx) for label in np.unique(tgt_parts.labels[tgt_parts.surface])
              for idx in [np.flatnonzero(tgt_parts.surface & (tgt_parts.labels == label))]}
+    tgt_normals = vertex_normals(tgt, target.faces)
     reject = 0.1 * scale  # farther than this: no correspondence this round
     current = points.copy()
     for stiffness in STIFFNESS:
         for _ in range(INNER_ITERATIONS):
-            goal = current.copy()
-            confidence = np.zeros(V)
+            total, count = np.zeros((V, 3)), np.zeros(V)
+            normals = vertex_normals(current, faces)
             for label, (tree, idx) in trees.items():
                 mine = np.flatnonzero(keep & (src_parts.labels == label))
                 if not len(mine):
                     continue
-                dist, nearest = tree.query(current[mine])
-                ok = dist < reject
-                goal[mine[ok]] = tgt[idx[nearest[ok]]]
-                confidence[mine[ok]] = 1.0
+                # forward: each source vertex to the nearest of its closest target vertices
+                # whose normal agrees (the inner face of a lip lies a millimetre from its outer face)
+                dist, nearest = tree.query(current[mine], k=min(NEIGHBOURS, len(idx)))
+                dist, nearest = dist.reshape(len(mine), -1), nearest.reshape(len(mine), -1)
+                agree = np.einsum("nkc,nc->nk", tgt_normals[idx[nearest]], normals[mine]) > NORMAL_AGREEMENT
+                ok = agree & (dist < reject)
+                first = np.argmax(ok, axis=1)
+                found = ok[np.arange(len(mine)), first]
+                np.add.at(total, mine[found], tgt[idx[nearest[np.arange(len(mine)), first]][found]])
+                np.add.at(count, mine[found], 1.0)
+                # backward: each target vertex pulls its nearest source vertex, so no target
+                # part is left uncovered and no source vertex sits on a neighbour's target
+                back_dist, back = cKDTree(current[mine]).query(tgt[idx])
+                ok = back_dist < reject
+                np.add.at(total, mine[back[ok]], tgt[idx[ok]])
+                np.add.at(count, mine[back[ok]], 1.0)
+            has = count > 0
+            goal = current.copy()
+            goal[has] = total[has] / count[has][:, None]
+            confidence = has.astype(np.float64)
             # Off-surface vertices (tongue...) just follow the field with a weak pull to stay put.
             confidence[~keep] = 1e-3
             system = sp.diags(confidence) + stiffness * laplacian + 1e-6 * sp.eye(V)
@@ -203,6 +222,16 @@ def _nricp(points, faces, src_parts, target, tgt_parts, scale) -> np.ndarray:
             step = np.stack([solve(rhs[:, c]) for c in range(3)], axis=1)
             current = current + step
     return current
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V, 3) unit area-weighted vertex normals (zero for unused vertices)."""
+    a, b, c = (vertices[faces[:, k]] for k in range(3))
+    n = np.cross(b - a, c - a)
+    normals = np.zeros_like(vertices, dtype=np.float64)
+    for k in range(3):
+        np.add.at(normals, faces[:, k], n)
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
 
 
 def _closest_on_surface(points, tgt_parts, vertices, faces, src_parts):
@@ -215,22 +244,42 @@ def _closest_on_surface(points, tgt_parts, vertices, faces, src_parts):
     usable = src_parts.surface[faces].all(axis=1)
     for label in np.unique(tgt_parts.labels):
         mine = np.flatnonzero(tgt_parts.labels == label)
-        tri = faces[usable & (face_labels == label).any(axis=1)]
+        # a triangle belongs to the label most of its corners have: at a mouth corner a
+        # lower-lip triangle touching one upper-lip vertex stays lower lip
+        tri = faces[usable & ((face_labels == label).sum(axis=1) >= 2)]
         if not len(tri):  # no such part on the source: any surface triangle
             tri = faces[usable]
-        centres = vertices[tri].mean(axis=1)
-        k = min(CANDIDATE_TRIANGLES, len(tri))
-        _, cand = cKDTree(centres).query(points[mine], k=k)
-        cand = cand.reshape(len(mine), k)
+        cand = _candidates(points[mine], vertices, tri)
         corners = vertices[tri[cand]]  # (n, k, 3, 3)
         closest, weights = closest_point_on_triangles(points[mine][:, None], corners)
         dist = np.linalg.norm(closest - points[mine][:, None], axis=-1)
+        dist[cand < 0] = np.inf
         best = np.argmin(dist, axis=1)
         rows = np.arange(len(mine))
         triangles[mine] = tri[cand[rows, best]]
         bary[mine] = weights[rows, best]
         distance[mine] = dist[rows, best]
     return triangles, bary, distance
+
+
+def _candidates(points: np.ndarray, vertices: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """(n, k) candidate triangle ids per point (-1: none): the triangles around its nearest
+    source vertices, and those with the nearest centroids (long thin triangles at the lips
+    have far centroids, so centroids alone miss them)."""
+    used = np.unique(tri)
+    incident = [[] for _ in range(len(vertices))]
+    for t, corners in enumerate(tri):
+        for v in corners:
+            incident[v].append(t)
+    width = max(len(incident[v]) for v in used)
+    table = np.full((len(vertices), width), -1)
+    for v in used:
+        table[v, : len(incident[v])] = incident[v]
+    near = cKDTree(vertices[used]).query(points, k=min(3, len(used)))[1].reshape(len(points), -1)
+    around = table[used[near]].reshape(len(points), -1)
+    k = min(CANDIDATE_TRIANGLES, len(tri))
+    nearest = cKDTree(vertices[tri].mean(axis=1)).query(points, k=k)[1].reshape(len(points), k)
+    return np.concatenate([around, nearest], axis=1)
 
 
 def closest_point_on_triangles(p: np.ndarray, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
