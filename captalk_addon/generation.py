@@ -231,6 +231,7 @@ def generate_in_process(jobs: list[StripJob], checkpoint: str | os.PathLike | No
     only for headless batch when asked (``--in-process``). Raises the model's own errors
     (`model.core.audio.AudioError`, `model.checkpoint.CheckpointError`...)."""
     from ..model.core.audio import crop_audio, load_audio
+    from ..model.core.flame_adapter import adapter_for_request, map_to_rig
     from ..model.generate import GenerationOptions, Generator
     from ..model.core.schedule import parse_schedule
 
@@ -242,5 +243,7 @@ def generate_in_process(jobs: list[StripJob], checkpoint: str | os.PathLike | No
         samples = crop_audio(audio, request.audio_start, request.audio_end)
         schedule = parse_schedule(list(request.schedule), request.style, request.emotion)
         takes = generator.generate(samples, schedule, GenerationOptions(**request.options), progress=report)
-        results.append([take.to_clip() for take in (takes if isinstance(takes, list) else [takes])])
+        clips = [take.to_clip() for take in (takes if isinstance(takes, list) else [takes])]
+        adapter = adapter_for_request(generator.manifest, request.head_model)  # a FLAME rig: map its motion
+        results.append([map_to_rig(clip, adapter) for clip in clips] if adapter else clips)
     return results

@@ -145,7 +145,29 @@ class CAPTALK_OT_import_flame(bpy.types.Operator, ImportHelper):
             return {"CANCELLED"}
         for note in head.notes:
             self.report({"INFO"}, note)
-        return _add_rig(self, context, head_file)
+        result = _add_rig(self, context, head_file)
+        if result == {"FINISHED"}:
+            drive_status(self, context, head_file)
+        return result
 
 
+def drive_status(operator, context, head_file: Path) -> None:
+    """Build the rig's FLAME adapter in the back end (it needs scipy) so the bundled model
+    can drive it; a rig whose registration fails says so in ``captalk_drive_status``.
+
+    Runs to the end here (a few seconds for a FLAME-sized file)."""
+    from ..captalk_addon.rig_builder import find_rig
+
+    mesh, _ = find_rig(context.active_object)
+    try:
+        output = BackendCommand(["flame-adapter", str(head_file)], backend_python(context)).finish()
+        mesh[PROP_DRIVE_STATUS] = "driven by the bundled model through its FLAME adapter"
+        for line in output.strip().splitlines()[-3:]:
+            operator.report({"INFO"}, line)
+    except BackendError as exc:
+        mesh[PROP_DRIVE_STATUS] = f"cannot be driven by the bundled model: {exc}"
+        operator.report({"WARNING"}, mesh[PROP_DRIVE_STATUS])
+
+
+PROP_DRIVE_STATUS = "captalk_drive_status"
 classes = (CAPTALK_OT_add_open_head, CAPTALK_OT_import_flame)

@@ -270,3 +270,24 @@ def _world_rotation(R: np.ndarray, parents: np.ndarray, joint: int) -> np.ndarra
     for j in reversed(chain):
         world = world @ R[:, j]
     return world
+
+
+def adapter_for_request(manifest: dict, head_model: str | None, channels=None) -> FlameAdapter | None:
+    """The adapter that lets a checkpoint (its ``manifest``) drive rig ``head_model``, or None
+    when the checkpoint drives that head model itself or no adapter was built for it.
+
+    Raises `NoAdapter` when the adapter's build failed (the reason is in the message) and
+    `AdapterError` when the adapter is for another model's channels or another rig layout.
+    """
+    if not head_model or head_model == manifest.get("head_model"):
+        return None
+    adapter = find_adapter(head_model)
+    if adapter is None:
+        return None
+    if list(adapter.source_channels) != list(manifest.get("channels", [])):
+        raise AdapterError(f"the FLAME adapter of '{head_model}' maps the channels of '{adapter.source_model_id}', "
+                           f"not those of this model ('{manifest.get('head_model')}'); import the FLAME file again")
+    if channels is not None and tuple(channels) != adapter.target_channels:
+        raise AdapterError(f"the rig's channels are not those the FLAME adapter of '{head_model}' writes; "
+                           "import the FLAME file again")
+    return adapter

@@ -64,6 +64,7 @@ class CheckedRequest:
     samples: Any  # (N,) float32, 16 kHz mono
     schedule: Any  # model.core.schedule.Schedule
     options: Any  # model.generate.GenerationOptions
+    adapter: Any = None  # model.core.flame_adapter.FlameAdapter: the rig is FLAME, mapped after generation
 
 
 class Worker:
@@ -155,9 +156,14 @@ class Worker:
         from ..generate import GenerationError, GenerationOptions
         from ..core.schedule import ScheduleError, parse_schedule
 
+        from ..core.flame_adapter import AdapterError, NoAdapter, adapter_for_request
+
         manifest = self.generator.manifest
         try:
-            if request.channels is not None:
+            adapter = adapter_for_request(manifest, request.head_model, request.channels)
+            if adapter is not None:
+                pass  # a FLAME rig with an adapter for this model: mapped after generation
+            elif request.channels is not None:
                 check_fits(manifest, list(request.channels), request.head_model)
             elif request.head_model and request.head_model != manifest.get("head_model"):
                 raise CheckpointError(f"the model was trained for head model '{manifest.get('head_model')}', "
@@ -171,11 +177,11 @@ class Worker:
             samples = crop_audio(load_audio(source, max_seconds=self.config.limits.max_audio_seconds),
                                  request.audio_start, request.audio_end)
             schedule.check_duration(samples.size / SAMPLE_RATE)
-        except (AudioError, CheckpointError, GenerationError, ScheduleError) as exc:
+        except (AudioError, CheckpointError, GenerationError, ScheduleError, AdapterError, NoAdapter) as exc:
             raise RequestError(str(exc)) from None
         except TypeError as exc:  # an option of the wrong type
             raise RequestError(f"bad option: {exc}") from None
-        return CheckedRequest(samples, schedule, options)
+        return CheckedRequest(samples, schedule, options, adapter)
 
     def _work(self, job, progress) -> list[dict]:
         from ..generate import GenerationCancelled, GenerationError
@@ -189,7 +195,12 @@ class Worker:
         except GenerationError as exc:
             raise JobFailed(str(exc)) from None
         results = results if isinstance(results, list) else [results]
-        return [encode_motion(result.to_clip()) for result in results]
+        clips = [result.to_clip() for result in results]
+        if request.adapter is not None:
+            from ..core.flame_adapter import map_to_rig
+
+            clips = [map_to_rig(clip, request.adapter) for clip in clips]
+        return [encode_motion(clip) for clip in clips]
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -1,0 +1,81 @@
+"""Generate on an imported FLAME-format rig (the open head written as a FLAME file): the
+bundled model drives it through the adapter built at import. Real bpy, real worker."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+from flame_fixtures import open_head_as_flame, write_flame_2020_pickle, write_flame_npz  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not bpy.app.build_options.audaspace, reason="this bpy build has no audio")
+SPEECH = Path(__file__).resolve().parents[2] / "samples" / "speech_sample.wav"
+
+
+@pytest.fixture(scope="module")
+def flame_file(open_head_file, tmp_path_factory):
+    from model.core.head_model import HeadModel
+
+    fixture = open_head_as_flame(HeadModel.load(open_head_file))
+    return write_flame_2020_pickle(tmp_path_factory.mktemp("flame") / "generic_model.pkl", flame=fixture.flame)
+
+
+def _scene_with(path, tmp_path):
+    from captalk.captalk_addon.rig_builder import find_rig
+    from captalk.captalk_addon.sequencer import add_sound_strip
+
+    assert bpy.ops.captalk.import_flame(filepath=str(path)) == {"FINISHED"}
+    mesh, armature = find_rig(bpy.context.active_object)
+    scene = bpy.context.scene
+    scene.captalk.target_rig = mesh
+    audio = tmp_path / "line.wav"
+    shutil.copy(SPEECH, audio)
+    scene.sequence_editor.active_strip = add_sound_strip(scene, str(audio), 1, name="line")
+    return scene, mesh, armature
+
+
+def test_generate_keys_the_flame_rig(empty_scene, flame_file, tmp_path):
+    from captalk.captalk_addon.animation import PROP_STRIP
+
+    scene, mesh, armature = _scene_with(flame_file, tmp_path)
+    assert "driven by the bundled model" in mesh["captalk_drive_status"]
+    bpy.ops.ed.undo_push(message="before")
+    assert bpy.ops.captalk.generate_from_strip() == {"FINISHED"}
+    assert "not mapped onto the rig: tongueOut" in bpy.context.window_manager.captalk_job.message
+    actions = sorted(a.name for a in bpy.data.actions if PROP_STRIP in a)
+    assert len(actions) == 2
+    key_paths = {fc.data_path for a in bpy.data.actions if PROP_STRIP in a for fc in _fcurves(a)}
+    assert 'key_blocks["expr000"].value' in key_paths
+    assert any(p.startswith('pose.bones["jaw"]') for p in key_paths)
+    assert any(p.startswith('pose.bones["neck"]') for p in key_paths)
+    values = []
+    for frame in range(1, 60, 5):
+        scene.frame_set(frame)
+        values.append(armature.pose.bones["jaw"].rotation_quaternion[1])
+    assert np.ptp(values) > 1e-3, "the jaw must move with the speech"
+    bpy.ops.ed.undo_push(message="Generate")
+    bpy.ops.ed.undo()
+    assert not [a for a in bpy.data.actions if PROP_STRIP in a]
+
+
+def test_a_rig_whose_registration_fails_says_it_cannot_be_driven(empty_scene, tmp_path):
+    ellipsoid = write_flame_npz(tmp_path / "ellipsoid.npz", num_vertices=800)
+    scene, mesh, _ = _scene_with(ellipsoid, tmp_path)
+    assert "cannot be driven by the bundled model" in mesh["captalk_drive_status"]
+    assert "registration failed" in mesh["captalk_drive_status"]
+    with pytest.raises(RuntimeError, match="cannot drive head model .*registration failed"):
+        bpy.ops.captalk.generate_from_strip()
+    from captalk.captalk_addon.animation import PROP_STRIP
+
+    assert not [a for a in bpy.data.actions if PROP_STRIP in a]
+
+
+def _fcurves(action):
+    if hasattr(action, "layers") and action.layers:
+        return [fc for layer in action.layers for strip in layer.strips for bag in strip.channelbags
+                for fc in bag.fcurves]
+    return list(action.fcurves)
