@@ -200,7 +200,7 @@ def map_to_rig(clip: MotionClip, adapter: FlameAdapter) -> MotionClip:
     index = {name: i for i, name in enumerate(clip.channels)}
     weights = motion[:, [index[name] for name in adapter.shape_names]]  # (T, S)
 
-    rotations = np.einsum("ts,sjc->tjc", weights, a["rates"])  # (T, J, 3)
+    rotations = (weights @ a["rates"].reshape(len(adapter.shape_names), -1)).reshape(T, -1, 3)  # (T, J, 3)
     for source, target in adapter.joint_map.items():
         src = [index[c] for c in rotation_channel_names(source)]
         rotations[:, adapter.motion_joints.index(target)] += motion[:, src] @ a["head_map"].T
@@ -230,16 +230,17 @@ def _target_gaps(weights: np.ndarray, a: dict) -> np.ndarray:
     head closes are closed on FLAME too, and FLAME's lips cross only where the open
     head's do (its rest lips are parted about 1.8 mm; FLAME's may touch at rest).
     """
-    delta = np.einsum("ts,skc->tkc", weights, a["gap_delta"])
+    S, K = a["gap_delta"].shape[:2]
+    delta = (weights @ a["gap_delta"].reshape(S, -1)).reshape(-1, K, 3)
     moved = a["gap_rest_target"] + delta
     n = a["gap_normal"]
-    open_src = np.einsum("tkc,kc->tk", a["gap_rest_source"] + delta, n)
+    open_src = np.sum((a["gap_rest_source"] + delta) * n, axis=-1)
     rest_src = np.einsum("kc,kc->k", a["gap_rest_source"], n)
     rest_tgt = np.einsum("kc,kc->k", a["gap_rest_target"], n)
     closing = rest_tgt * open_src / np.maximum(rest_src, 1e-6)
     opening = open_src - rest_src + rest_tgt
     wanted = np.where(open_src >= rest_src, opening, closing)
-    return moved + (wanted - np.einsum("tkc,kc->tk", moved, n))[..., None] * n
+    return moved + (wanted - np.sum(moved * n, axis=-1))[..., None] * n
 
 
 def lip_gaps(psi: np.ndarray, rotations: np.ndarray, a: dict) -> np.ndarray:
@@ -248,18 +249,21 @@ def lip_gaps(psi: np.ndarray, rotations: np.ndarray, a: dict) -> np.ndarray:
     psi (T, E), rotations (T, J, 3) axis-angle -> (T, K, 3). Only the 2K pair vertices
     are skinned, so this costs little per frame.
     """
-    rest = a["lip_rest"][None] + np.einsum("te,evc->tvc", psi, a["lip_basis"])
+    # matmul, not einsum: einsum without path optimisation made this 30x slower
+    E, V2 = a["lip_basis"].shape[:2]
+    T = psi.shape[0]
+    rest = a["lip_rest"][None] + (psi @ a["lip_basis"].reshape(E, -1)).reshape(T, V2, 3)
     R = axis_angle_to_matrix(rotations)  # (T, J, 3, 3)
     if a["lip_pose"].shape[0]:
-        rest = rest + np.einsum("tp,pvc->tvc", pose_features(R), a["lip_pose"])
+        rest = rest + (pose_features(R) @ a["lip_pose"].reshape(len(a["lip_pose"]), -1)).reshape(T, V2, 3)
     transforms = skinning_transforms(R, a["joints"], a["joint_parents"])  # (T, J, 3, 4)
-    blended = np.einsum("vj,tjab->tvab", a["lip_weights"], transforms)
-    posed = np.einsum("tvab,tvb->tva", blended[..., :3], rest) + blended[..., 3]
+    blended = np.matmul(a["lip_weights"], transforms.reshape(T, transforms.shape[1], 12)).reshape(T, V2, 3, 4)
+    posed = np.matmul(blended[..., :3], rest[..., None])[..., 0] + blended[..., 3]
     K = posed.shape[1] // 2
     gap = posed[:, :K] - posed[:, K:]
     # Back into the head's frame: both lips ride on the head joint's world rotation.
     head = _world_rotation(R, a["joint_parents"], int(a["head_joint"]))
-    return np.einsum("tba,tkb->tka", head, gap)
+    return np.matmul(gap, head)
 
 
 def _world_rotation(R: np.ndarray, parents: np.ndarray, joint: int) -> np.ndarray:
