@@ -25,10 +25,6 @@ from conftest import REPO_ROOT
 
 UNIT_MEAN_MM = 0.15  # each unit shape on the same mesh: mean error over the surface
 UNIT_LIPS_MM = 0.5  # ... and the largest error on the lips
-# Shuffled order: the lip pairs are derived in vertex order, so the anchors differ a
-# little, and a few mouth-corner vertices register 1-3 mm along the lip; the lip-gap term
-# then carries that into mouthClose alone (whose lips cross by 30 mm on the open head).
-SHUFFLED_MEAN_MM, SHUFFLED_LIPS_MM, SHUFFLED_LIPS_WORST_MM = 0.9, 0.5, 6.0
 BILABIAL_GAP_MM = 0.3
 
 
@@ -82,22 +78,14 @@ def _unit_errors(source, fixture, target, adapter):
             for k, name in enumerate(source.expression_names) if name != "tongueOut"}
 
 
-def test_each_unit_arkit_shape_is_recovered(same, source):
-    fixture, target, adapter = same
+@pytest.mark.parametrize("rig", ["same", "shuffled"])
+def test_each_unit_arkit_shape_is_recovered(rig, request, source):
+    fixture, target, adapter = request.getfixturevalue(rig)
     errors = _unit_errors(source, fixture, target, adapter)
     bad = {name: (round(m, 3), round(x, 3)) for name, (m, x) in errors.items()
            if m > UNIT_MEAN_MM or x > UNIT_LIPS_MM}
     assert not bad, f"shapes off by more than {UNIT_MEAN_MM} mm mean / {UNIT_LIPS_MM} mm on the lips: {bad}"
     assert adapter.unmapped == ("tongueOut",) and "tongueOut" not in adapter.shape_names
-
-
-def test_unit_shapes_on_the_shuffled_rig(shuffled, source):
-    errors = _unit_errors(source, *shuffled)
-    mean = np.array([m for m, _ in errors.values()])
-    lips = np.array([x for _, x in errors.values()])
-    print(f"shuffled: unit shapes mean {mean.mean():.3f} mm (worst {mean.max():.3f}), lips max median "
-          f"{np.median(lips):.3f} mm (worst {lips.max():.3f})")
-    assert mean.max() < SHUFFLED_MEAN_MM and np.median(lips) < SHUFFLED_LIPS_MM and lips.max() < SHUFFLED_LIPS_WORST_MM
 
 
 def test_shuffled_order_is_found_without_vertex_numbers(shuffled, source):
@@ -111,7 +99,7 @@ def test_shuffled_order_is_found_without_vertex_numbers(shuffled, source):
     surface = rig_parts(target).surface
     assert surface.sum() == 4200 + 72 + 40  # the head and both eyeballs; the tongue is left out
     error = np.linalg.norm(found - truth, axis=1)[surface]
-    assert np.mean(error < 1e-5) > 0.99 and error.max() < 0.003
+    assert error.max() < 1e-5
 
 
 def test_registration_recovers_the_barycentric_truth(warped, source):
@@ -127,7 +115,7 @@ def test_registration_recovers_the_barycentric_truth(warped, source):
     lips = target.regions["lips"]
     print(f"warped fixture: correspondence error mean {error[face].mean():.3f} mm, p95 "
           f"{np.percentile(error[face], 95):.3f} mm, lips mean {error[lips].mean():.3f} mm")
-    assert error[face].mean() < 0.5 and np.percentile(error[face], 95) < 2.5 and error[lips].mean() < 0.5
+    assert error[face].mean() < 0.5 and np.percentile(error[face], 95) < 1.5 and error[lips].mean() < 0.5
     assert abs(reg.scale - 1.06) < 0.02
 
 
@@ -150,43 +138,64 @@ def test_warped_rig_reproduces_the_shapes(warped, source):
     assert mean.max() < 0.7 and lip.max() < 1.0
 
 
-def _speech_like_motion(source, frames=400, seed=0) -> np.ndarray:
-    """Open-head motion with bilabial closures: jawOpen with mouthClose (lips shut with the
-    jaw open, as ARKit defines it) and mouthPress, mixed with opening and smiling."""
+def _speech_like_motion(source, frames=400, seed=0, closed_out=None) -> np.ndarray:
+    """Open-head motion with bilabial closures: the jaw opens and closes, smiles and
+    puckers come and go, and on every third beat mouthClose, mouthPress and the lip rolls
+    are solved (least squares, within [0, 1]) so that the open head's lips touch while
+    the jaw stays open, as a /p b m/ does."""
+    from scipy.optimize import lsq_linear
+
     rng = np.random.default_rng(seed)
     idx = {n: i for i, n in enumerate(source.channel_names)}
     t = np.arange(frames) / 25.0
     motion = np.zeros((frames, source.num_channels), np.float32)
-    jaw = 0.25 * (1 + np.sin(2 * np.pi * 2.1 * t)) / 2 + 0.05
-    closed = np.sin(2 * np.pi * 0.9 * t + 0.3) > 0.4
-    motion[:, idx["jawOpen"]] = jaw
-    motion[:, idx["mouthClose"]] = np.where(closed, jaw, 0.2 * jaw)
-    motion[:, idx["mouthPressLeft"]] = motion[:, idx["mouthPressRight"]] = np.where(closed, 0.3, 0.0)
+    motion[:, idx["jawOpen"]] = 0.05 + 0.2 * (1 + np.sin(2 * np.pi * 2.1 * t)) / 2
     for name in ("mouthSmileLeft", "mouthSmileRight", "mouthFunnel", "mouthPucker", "browInnerUp"):
-        motion[:, idx[name]] = np.clip(0.2 + 0.1 * rng.standard_normal() * np.sin(t * rng.uniform(1, 3)), 0, 1)
+        motion[:, idx[name]] = np.clip(0.15 + 0.1 * np.sin(t * rng.uniform(1, 3) + rng.uniform(0, 6)), 0, 1)
     motion[:, idx["head.rx"]] = 0.1 * np.sin(t)
     motion[:, idx["head.rz"]] = 0.05 * np.sin(0.7 * t)
+    pairs = source.regions["lip_pairs"]
+    B = source.expression_basis.astype(np.float64)
+    basis = B[:, pairs[:, 0]] - B[:, pairs[:, 1]]  # (E, K, 3)
+    rest = (source.template[pairs[:, 0]] - source.template[pairs[:, 1]]).astype(np.float64)
+    closers = [idx[n] for n in ("mouthClose", "mouthPressLeft", "mouthPressRight", "mouthRollUpper",
+                                "mouthRollLower", "mouthShrugLower", "mouthShrugUpper")]
+    closed = np.sin(2 * np.pi * 0.7 * t) > 0.5
+    motion[closed, idx["jawOpen"]] = np.minimum(motion[closed, idx["jawOpen"]], 0.1)
+    E = source.num_expressions
+    normal = rest / np.linalg.norm(rest, axis=1, keepdims=True)
+    opening = np.einsum("ekc,kc->ek", basis, normal)  # (E, K): opening per unit weight
+    for f in np.flatnonzero(closed):
+        now = np.einsum("kc,kc->k", rest, normal) + motion[f, :E] @ opening
+        fit = lsq_linear(opening[closers].T, -now, bounds=(0, 1))
+        motion[f, closers] = fit.x
+    if closed_out is not None:
+        closed_out.append(closed)
     return motion
 
 
-def _openings(head, verts, pairs):
-    """(T, K) lip openings in mm: upper minus lower vertex, along the head's up axis after
-    undoing the head rotation is unnecessary for gap lengths, so use the gap length."""
-    return 1000 * np.linalg.norm(verts[:, pairs[:, 0]] - verts[:, pairs[:, 1]], axis=2)
+def _openings(verts, pairs, normal):
+    """(T, K) signed lip openings in mm: upper minus lower vertex along each pair's rest
+    opening direction ``normal`` (K, 3) (the head hardly turns in these clips)."""
+    return 1000 * np.einsum("tkc,kc->tk", verts[:, pairs[:, 0]] - verts[:, pairs[:, 1]], normal)
 
 
 def test_bilabial_frames_keep_the_lips_closed(same, source):
     fixture, target, adapter = same
-    motion = _speech_like_motion(source)
+    beats = []
+    motion = _speech_like_motion(source, closed_out=beats)
     mapped = map_to_rig(MotionClip(motion, tuple(source.channel_names)), adapter)
     pairs = target.regions["lip_pairs"]  # same mesh: the same vertices on both rigs
     src_pairs = np.stack([fixture.source_vertices[pairs[:, 0], 0], fixture.source_vertices[pairs[:, 1], 0]], 1)
-    src_gap = _openings(source, source.vertices(motion), src_pairs)
-    tgt_gap = _openings(target, target.vertices(mapped.motion), pairs)
-    closed = src_gap.mean(axis=1) <= np.percentile(src_gap.mean(axis=1), 20)  # the most closed fifth
-    assert src_gap[closed].mean() < 1.0, "the motion must have closed-lip frames"
+    rest = source.template[src_pairs[:, 0]] - source.template[src_pairs[:, 1]]
+    normal = rest / np.linalg.norm(rest, axis=1, keepdims=True)
+    src_gap = _openings(source.vertices(motion), src_pairs, normal)
+    tgt_gap = _openings(target.vertices(mapped.motion), pairs, normal)
+    # closed: the lip pairs that touch on the open head (|opening| < 0.5 mm) on the bilabial beats
+    closed = beats[0][:, None] & (np.abs(src_gap) < 0.5)
+    assert closed.sum() > 500, f"the open head's lips must touch ({closed.sum()} touching pairs)"
     error = np.abs(tgt_gap - src_gap)[closed]
-    print(f"bilabial frames: {closed.sum()}, gap error mean {error.mean():.3f} mm, max {error.max():.3f} mm")
+    print(f"bilabial frames: {beats[0].sum()}, touching pairs {closed.sum()}, gap error mean {error.mean():.3f} mm, max {error.max():.3f} mm")
     assert error.mean() <= BILABIAL_GAP_MM and np.percentile(error, 95) <= 2 * BILABIAL_GAP_MM
 
     # without the gap term (the fixed-matrix projection) the lips are measurably worse
@@ -194,8 +203,10 @@ def test_bilabial_frames_keep_the_lips_closed(same, source):
                     solve_data=np.eye(adapter.num_expressions))
     fixed = map_to_rig(MotionClip(motion, tuple(source.channel_names)),
                        FlameAdapter(**{**adapter.__dict__, "arrays": psi_only}))
-    fixed_gap = _openings(target, target.vertices(fixed.motion), pairs)
-    assert np.abs(fixed_gap - src_gap)[closed].mean() >= error.mean()
+    fixed_gap = _openings(target.vertices(fixed.motion), pairs, normal)
+    fixed_error = np.abs(fixed_gap - src_gap)[closed]
+    print(f"without the gap term: gap error mean {fixed_error.mean():.3f} mm, max {fixed_error.max():.3f} mm")
+    assert fixed_error.mean() >= error.mean()
 
 
 def test_residual_report_matches_an_independent_projection(tmp_path_factory, source):

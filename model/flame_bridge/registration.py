@@ -115,12 +115,19 @@ def rig_anchors(head: HeadModel) -> tuple[np.ndarray, np.ndarray]:
     side = joint("eye_left") - joint("eye_right")
     side /= np.linalg.norm(side)
     along = (mid - mid.mean(axis=0)) @ side
-    corners = [mid[np.argmin(along)], mid[np.argmax(along)]]
+    # Kernel averages along the slit, not picks: the result must not depend on vertex order
+    # (a symmetric mouth has pairs at equal positions, whose sort order is arbitrary).
+    span = float(along.max() - along.min())
+    width = span / (CONTOUR_POINTS + 1)
+
+    def at(points: np.ndarray, station: float) -> np.ndarray:
+        w = np.exp(-0.5 * ((along - station) / (0.5 * width)) ** 2)
+        return w @ points / w.sum()
+
     stations = np.linspace(along.min(), along.max(), CONTOUR_POINTS + 2)[1:-1]
-    contour = lambda pts: [pts[np.argsort(along)][np.searchsorted(np.sort(along), s).clip(0, len(pts) - 1)]
-                           for s in stations]
+    corners = [at(mid, along.min()), at(mid, along.max())]
     points = [joint("eye_left"), joint("eye_right"), joint("jaw"), *corners, mid.mean(axis=0),
-              *contour(upper), *contour(lower)]
+              *(at(upper, s) for s in stations), *(at(lower, s) for s in stations)]
     weights = np.ones(len(points))
     weights[2] = 0.2
     return np.asarray(points), weights

@@ -79,3 +79,29 @@ def _fcurves(action):
         return [fc for layer in action.layers for strip in layer.strips for bag in strip.channelbags
                 for fc in bag.fcurves]
     return list(action.fcurves)
+
+
+def test_the_batch_animates_a_flame_file(flame_file, tmp_path, data_dir):
+    """``captalk_batch.py --rig FLAME.pkl``: the motion file is in the FLAME rig's channels."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from model.core.flame_import import import_flame
+    from model.core.motion_file import load_motion
+
+    batch = Path(__file__).resolve().parents[2] / "scripts" / "captalk_batch.py"
+    env = dict(os.environ, CAPTALK_DATA_DIR=str(data_dir),
+               CAPTALK_BACKEND_PYTHON=os.environ.get("CAPTALK_BACKEND_PYTHON", sys.executable))
+    done = subprocess.run([sys.executable, str(batch), "--rig", str(flame_file), "--audio", str(SPEECH),
+                           "--out", str(tmp_path / "out" / "flame"), "--no-render"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    clip = load_motion(tmp_path / "out" / "flame_motion.npz")
+    target = import_flame(flame_file)
+    assert clip.channels == tuple(target.channel_names)
+    assert clip.meta["unmapped"] == ["tongueOut"] and clip.meta["head_model"] == target.model_id
+    jaw = clip.motion[:, target.rotation_slice("jaw")]
+    assert np.ptp(jaw[:, 0]) > 0.01, json.dumps(clip.meta)
+    assert (tmp_path / "out" / "flame.blend").is_file()
