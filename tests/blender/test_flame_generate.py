@@ -95,7 +95,7 @@ def test_the_batch_animates_a_flame_file(flame_file, tmp_path, data_dir):
     env = dict(os.environ, CAPTALK_DATA_DIR=str(data_dir),
                CAPTALK_BACKEND_PYTHON=os.environ.get("CAPTALK_BACKEND_PYTHON", sys.executable))
     done = subprocess.run([sys.executable, str(batch), "--rig", str(flame_file), "--audio", str(SPEECH),
-                           "--out", str(tmp_path / "out" / "flame"), "--no-render"],
+                           "--out", str(tmp_path / "out"), "--name", "flame", "--no-render"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     clip = load_motion(tmp_path / "out" / "flame_motion.npz")
