@@ -548,9 +548,8 @@ def open_head_basis(head, components: int = 100, drop: tuple[str, ...] = (), see
 
 def _regressor_for(template: np.ndarray, joints: np.ndarray, k: int = 12) -> np.ndarray:
     """(J, V) rows summing to 1 that give ``joints`` exactly from the ``k`` nearest vertices."""
-    from scipy.spatial import cKDTree
-
-    _, near = cKDTree(template).query(joints, k=k)
+    distance = np.linalg.norm(template[None] - joints[:, None], axis=2)  # numpy only: Blender tests use it
+    near = np.argsort(distance, axis=1)[:, :k]
     regressor = np.zeros((len(joints), len(template)))
     for row, (joint, idx) in enumerate(zip(joints, near)):
         A = np.vstack([template[idx].T, np.ones(k)])  # (4, k)
