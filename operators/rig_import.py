@@ -118,6 +118,11 @@ class CAPTALK_OT_import_flame(bpy.types.Operator, ImportHelper):
         name="Identity", description="Shape coefficients (.npy, .npz or .txt); empty for the mean head",
         subtype="FILE_PATH",
     )
+    arkit_shapes: bpy.props.BoolProperty(
+        name="ARKit shape keys", default=False,
+        description="Also add the 52 ARKit expressions carried over from the open head as shape keys "
+                    "(Bake and ARKit tools then drive this rig by name)",
+    )
     masks_file: bpy.props.StringProperty(
         name="Region masks", description="FLAME_masks.pkl; without it, lip and upper-face regions are derived",
         subtype="FILE_PATH",
@@ -147,11 +152,11 @@ class CAPTALK_OT_import_flame(bpy.types.Operator, ImportHelper):
             self.report({"INFO"}, note)
         result = _add_rig(self, context, head_file)
         if result == {"FINISHED"}:
-            drive_status(self, context, head_file)
+            drive_status(self, context, head_file, self.arkit_shapes)
         return result
 
 
-def drive_status(operator, context, head_file: Path) -> None:
+def drive_status(operator, context, head_file: Path, arkit_shapes: bool = False) -> None:
     """Build the rig's FLAME adapter in the back end (it needs scipy) so the bundled model
     can drive it; a rig whose registration fails says so in ``captalk_drive_status``.
 
@@ -162,11 +167,29 @@ def drive_status(operator, context, head_file: Path) -> None:
     try:
         output = BackendCommand(["flame-adapter", str(head_file)], backend_python(context)).finish()
         mesh[PROP_DRIVE_STATUS] = "driven by the bundled model through its FLAME adapter"
+        if arkit_shapes:
+            add_arkit_shape_keys(mesh, HeadModel.load(head_file).model_id)
         for line in output.strip().splitlines()[-3:]:
             operator.report({"INFO"}, line)
     except BackendError as exc:
         mesh[PROP_DRIVE_STATUS] = f"cannot be driven by the bundled model: {exc}"
         operator.report({"WARNING"}, mesh[PROP_DRIVE_STATUS])
+
+
+def add_arkit_shape_keys(mesh, model_id: str) -> None:
+    """The adapter's transferred ARKit shapes as shape keys named by channel (values 0)."""
+    import numpy as np
+
+    from ..model.core.flame_adapter import FlameAdapter, adapter_path
+
+    adapter = FlameAdapter.load(adapter_path(model_id))
+    if adapter.shapes is None:
+        return
+    basis = np.empty(3 * len(mesh.data.vertices), dtype=np.float32)
+    mesh.data.shape_keys.key_blocks[0].data.foreach_get("co", basis)
+    for name, shape in zip(adapter.shape_names, adapter.shapes):
+        key = mesh.data.shape_keys.key_blocks.get(name) or mesh.shape_key_add(name=name, from_mix=False)
+        key.data.foreach_set("co", basis + shape.astype(np.float32).ravel())
 
 
 PROP_DRIVE_STATUS = "captalk_drive_status"

@@ -105,3 +105,24 @@ def test_the_batch_animates_a_flame_file(flame_file, tmp_path, data_dir):
     jaw = clip.motion[:, target.rotation_slice("jaw")]
     assert np.ptp(jaw[:, 0]) > 0.01, json.dumps(clip.meta)
     assert (tmp_path / "out" / "flame.blend").is_file()
+
+
+def test_arkit_shape_keys_are_added_on_request(empty_scene, flame_file, open_head_file):
+    """Import FLAME with 'ARKit shape keys': the open head's expressions, carried over, by name."""
+    from captalk.captalk_addon.rig_builder import find_rig
+    from model.core.flame_adapter import FlameAdapter, adapter_path
+    from model.core.flame_import import import_flame
+
+    assert bpy.ops.captalk.import_flame(filepath=str(flame_file), arkit_shapes=True) == {"FINISHED"}
+    mesh, _ = find_rig(bpy.context.active_object)
+    keys = mesh.data.shape_keys.key_blocks
+    adapter = FlameAdapter.load(adapter_path(import_flame(flame_file).model_id))
+    assert set(adapter.shape_names) <= set(keys.keys()) and "tongueOut" not in keys
+    assert "expr000" in keys  # the rig's own channels stay
+    n = len(mesh.data.vertices)
+    basis, jaw = np.empty(3 * n, np.float32), np.empty(3 * n, np.float32)
+    keys[0].data.foreach_get("co", basis)
+    keys["jawOpen"].data.foreach_get("co", jaw)
+    np.testing.assert_allclose((jaw - basis).reshape(n, 3), adapter.shapes[adapter.shape_names.index("jawOpen")],
+                               atol=1e-6)
+    assert np.abs(jaw - basis).max() > 0.01  # the jaw opens by centimetres
