@@ -34,8 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-from model.core.flame_import import FLAME_TO_HEAD
-
 RADII = (0.075, 0.10, 0.09)  # x (ear to ear), y (up), z (forward); metres
 MOUTH_Y = -0.03
 MOUTH_HALF_ANGLE = 0.35  # radians of longitude from the front to a mouth corner
@@ -580,6 +578,8 @@ def open_head_as_flame(head, components: int = 100, drop: tuple[str, ...] = (), 
     a few cm) so the registration has work to do; shuffle: vertex order permuted.
     posedirs are zero (the open head has no pose correctives).
     """
+    from model.core.flame_import import FLAME_TO_HEAD  # here: the module also loads without the back end
+
     rng = np.random.default_rng(seed)
     template = head.template.astype(np.float64)
     basis = open_head_basis(head, components, drop, seed)
