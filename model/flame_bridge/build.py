@@ -21,7 +21,7 @@ import numpy as np
 from ..core.flame_adapter import FlameAdapter
 from ..core.head_model import HeadModel, pose_features, skinning_transforms
 from ..core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from .registration import JAW, Registration, RegistrationError, register, rig_parts
+from .registration import Registration, RegistrationError, register, rig_parts
 
 UNMAPPED = ("tongueOut",)  # FLAME has no tongue
 JAW_SHAPES = ("jawLeft", "jawOpen", "jawRight", "mouthClose")
@@ -41,6 +41,8 @@ def build_adapter(source: HeadModel, target: HeadModel, keep_shapes: bool = True
     Raises `RegistrationError` (a `BadInput`) with the reason when the FLAME template
     cannot be registered or its basis cannot express the ARKit shapes.
     """
+    if tuple(target.motion_joints) != tuple(target.joint_names):  # map_to_rig poses every joint
+        raise RegistrationError(f"'{target.name}' does not animate all its joints; only FLAME-layout rigs have adapters")
     reg = register(source, target)
     q = reg.quality
     if q["face_distance_p95_m"] > MAX_FACE_DISTANCE * q["eye_distance_m"]:
