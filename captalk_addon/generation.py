@@ -224,8 +224,4 @@ def generate_in_process(jobs: list[StripJob], checkpoint: str | os.PathLike | No
 
     prepared = [prepare_request(job.request) for job in jobs]  # bad audio fails before the model loads
     generator = Generator.load(checkpoint, device=device)
-    results = []
-    for request in prepared:
-        check_rig(request.request, generator.manifest)
-        results.append(run_prepared(generator, request, progress=report))
-    return results
+    return [run_prepared(generator, check_rig(request, generator.manifest), progress=report) for request in prepared]

@@ -27,6 +27,13 @@ def _import_flame(args) -> None:
     print(f"FLAME head model: {out} ({head.num_channels} motion channels)")
 
 
+def _flame_adapter(args) -> None:
+    from .flame_bridge.command import run
+
+    run(args.file, out=args.out, open_head=args.open_head, keep_shapes=not args.no_shapes,
+        n_expressions=args.expressions, shape=args.shape, masks=args.masks)
+
+
 def _info(args) -> None:
     meta = HeadModel.load(args.file).metadata()
     meta.pop("channel_names")
@@ -98,7 +105,7 @@ def _generate(args) -> None:
     from .core.motion_file import save_motion
     from .core.schedule import load_schedule, parse_schedule
     from .generate import Generator
-    from .run import prepare_request, run_prepared
+    from .run import check_rig, prepare_request, run_prepared
 
     if args.schedule:
         schedule = load_schedule(args.schedule, args.style, args.emotion)
@@ -110,9 +117,8 @@ def _generate(args) -> None:
                                 channels=tuple(head.channel_names) if head else None,
                                 options=options_from_args(args), client="python -m model generate")
     prepared = prepare_request(request)  # bad audio fails before the model loads
-    generator = Generator.load(args.checkpoint, device=args.device,
-                               head_channels=request.channels, head_model=request.head_model)
-    takes = run_prepared(generator, prepared)
+    generator = Generator.load(args.checkpoint, device=args.device)
+    takes = run_prepared(generator, check_rig(prepared, generator.manifest))
     out = Path(args.out)
     for clip in takes:
         path = out if len(takes) == 1 else out.with_name(f"{out.stem}_take{clip.meta['take']}{out.suffix or '.npz'}")
@@ -234,6 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     flame.add_argument("--shape", help="identity coefficients (.npy, .npz or .txt); zero if absent")
     flame.add_argument("--masks", help="FLAME_masks.pkl for the lip / upper-face regions")
     flame.set_defaults(run=_import_flame)
+
+    adapter = commands.add_parser("flame-adapter", help="build the adapter that lets the bundled model drive a "
+                                  "FLAME rig (cached in the data folder)")
+    adapter.add_argument("file", help="FLAME .pkl / .npz, or the head-model file Import FLAME wrote")
+    adapter.add_argument("--out", help="adapter file (default: <data folder>/adapters/<head-model id>.npz)")
+    adapter.add_argument("--open-head", help="the open head's head-model file (default: the data folder's)")
+    adapter.add_argument("--no-shapes", action="store_true", help="leave out the 52 transferred ARKit shapes")
+    adapter.add_argument("--expressions", type=int, default=100, help="as import-flame (FLAME files only)")
+    adapter.add_argument("--shape", help="as import-flame (FLAME files only)")
+    adapter.add_argument("--masks", help="as import-flame (FLAME files only)")
+    adapter.set_defaults(run=_flame_adapter)
 
     info = commands.add_parser("info", help="print a head-model file's metadata")
     info.add_argument("file")

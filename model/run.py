@@ -6,16 +6,18 @@ worker. Two steps, so the worker can refuse a bad request before queueing it and
 command line can fail on bad audio before loading the model:
 
     prepared = prepare_request(request, max_audio_seconds)   # decode, crop, check: no model needed
-    check_rig(prepared.request, generator.manifest)          # the model drives the rig's channels
+    prepared = check_rig(prepared, generator.manifest)       # the model drives the rig, or an adapter maps it
     takes = run_prepared(generator, prepared, progress, cancel)   # list[MotionClip], one per take
 
-`run_request` does all three.
+`run_request` does all three. A FLAME rig is driven through the adapter built from the
+user's own file at import (`model.core.flame_adapter`): the model generates its own
+channels and `run_prepared` maps them onto the rig's.
 """
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 import numpy as np
@@ -23,6 +25,7 @@ import numpy as np
 from .checkpoint import CheckpointError, check_fits
 from .core.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, AudioError, crop_audio, load_audio
 from .core.contract import GenerationRequest
+from .core.flame_adapter import FlameAdapter, adapter_for_request, map_to_rig
 from .core.motion_file import MotionClip
 
 
@@ -32,6 +35,7 @@ class PreparedRequest:
 
     request: GenerationRequest
     samples: np.ndarray  # (N,) float32, 16 kHz mono: what plays, from audio_start to audio_end
+    adapter: FlameAdapter | None = None  # set by `check_rig` when the rig is a FLAME rig with an adapter
 
 
 def prepare_request(request: GenerationRequest, max_audio_seconds: float = DEFAULT_MAX_SECONDS) -> PreparedRequest:
@@ -47,29 +51,38 @@ def prepare_request(request: GenerationRequest, max_audio_seconds: float = DEFAU
     return PreparedRequest(request, samples)
 
 
-def check_rig(request: GenerationRequest, manifest: Mapping) -> None:
-    """Raise `CheckpointError` unless the checkpoint (its manifest) drives the request's rig."""
+def check_rig(prepared: PreparedRequest, manifest: Mapping) -> PreparedRequest:
+    """The prepared request with the adapter its rig needs, if any; raises `CheckpointError`
+    (or the adapter's `AdapterError` / `NoAdapter`) unless the checkpoint (its manifest)
+    drives the request's rig, directly or through an adapter."""
+    request = prepared.request
+    adapter = adapter_for_request(dict(manifest), request.head_model, request.channels)
+    if adapter is not None:
+        return replace(prepared, adapter=adapter)
     if request.channels is not None:
         check_fits(manifest, list(request.channels), request.head_model)
     elif request.head_model and request.head_model != manifest.get("head_model"):
         raise CheckpointError(f"the model was trained for head model '{manifest.get('head_model')}', "
                               f"not '{request.head_model}'")
+    return prepared
 
 
 def run_prepared(generator, prepared: PreparedRequest, progress: Callable[[float, str], None] | None = None,
                  cancel: threading.Event | None = None) -> list[MotionClip]:
-    """The request's takes from a loaded `model.generate.Generator` (one `MotionClip`
-    each). Raises `GenerationCancelled` when ``cancel`` is set."""
+    """The request's takes from a loaded `model.generate.Generator` (one `MotionClip` each,
+    in the rig's channels). Raises `GenerationCancelled` when ``cancel`` is set."""
     request = prepared.request
-    return generator.generate(prepared.samples, request.schedule, request.options, progress=progress, cancel=cancel)
+    takes = generator.generate(prepared.samples, request.schedule, request.options, progress=progress, cancel=cancel)
+    if prepared.adapter is not None:
+        takes = [map_to_rig(take, prepared.adapter) for take in takes]
+    return takes
 
 
 def run_request(generator, request: GenerationRequest, progress: Callable[[float, str], None] | None = None,
                 cancel: threading.Event | None = None,
                 max_audio_seconds: float = DEFAULT_MAX_SECONDS) -> list[MotionClip]:
     """`prepare_request`, `check_rig` and `run_prepared` in one call."""
-    prepared = prepare_request(request, max_audio_seconds)
-    check_rig(request, generator.manifest)
+    prepared = check_rig(prepare_request(request, max_audio_seconds), generator.manifest)
     return run_prepared(generator, prepared, progress, cancel)
 
 

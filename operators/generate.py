@@ -67,6 +67,9 @@ directed by the captions and sections (written as CapTalk's own NLA strips)"""
             return {"CANCELLED"}
         strips = ", ".join(job.strip_name for job in run.jobs)
         message = f"Animated {strips} ({written} actions)"
+        unmapped = sorted({name for takes in run.results for clip in takes for name in clip.meta.get("unmapped", ())})
+        if unmapped:  # a FLAME rig driven through its adapter: say what it cannot show
+            message += f"; not mapped onto the rig: {', '.join(unmapped)}"
         context.window_manager.captalk_job.message = message
         self.report({"INFO"}, message)
         return {"FINISHED"}

@@ -9,7 +9,8 @@ from bpy_extras.io_utils import ImportHelper
 from ..captalk_addon.background import ModalRunner
 from ..captalk_addon.backend_process import CommandRun, backend_python
 from ..captalk_addon.paths import find_cached_file, heads_dir
-from ..captalk_addon.rig_builder import add_rig
+from ..captalk_addon.flame_rig import attach_adapter
+from ..captalk_addon.rig_builder import add_rig, find_rig
 from ..model.core.head_model import HeadModelError
 from ..model.link.protocol import JobState
 from ..model.core.paths import OPEN_HEAD_FILE, OPEN_HEAD_RELATIVE
@@ -101,6 +102,11 @@ class CAPTALK_OT_import_flame(bpy.types.Operator, ImportHelper):
         name="Identity", description="Shape coefficients (.npy, .npz or .txt); empty for the mean head",
         subtype="FILE_PATH",
     )
+    arkit_shapes: bpy.props.BoolProperty(
+        name="ARKit shape keys", default=False,
+        description="Also add the 52 ARKit expressions carried over from the open head as shape keys "
+                    "(Bake and ARKit tools then drive this rig by name)",
+    )
     masks_file: bpy.props.StringProperty(
         name="Region masks", description="FLAME_masks.pkl; without it, lip and upper-face regions are derived",
         subtype="FILE_PATH",
@@ -128,7 +134,13 @@ class CAPTALK_OT_import_flame(bpy.types.Operator, ImportHelper):
             return {"CANCELLED"}
         for note in head.notes:
             self.report({"INFO"}, note)
-        return _add_rig(self, context, head_file)
+        result = _add_rig(self, context, head_file)
+        if result == {"FINISHED"}:
+            mesh, _ = find_rig(context.active_object)
+            driven, lines = attach_adapter(mesh, head_file, backend_python(context), self.arkit_shapes)
+            for line in lines:
+                self.report({"INFO"} if driven else {"WARNING"}, line)
+        return result
 
 
 classes = (CAPTALK_OT_add_open_head, CAPTALK_OT_import_flame)

@@ -492,3 +492,155 @@ def write_malicious_pickle(path, target, kind: str = "system") -> Path:
     path = Path(path)
     path.write_bytes(data)
     return path
+
+
+# ------------------------------------------------- the open head as a FLAME file
+# Fixtures for the FLAME bridge (model.flame_bridge): the open head itself written in
+# FLAME's format and axes, so the truth of every mapping is known. Joints map by role:
+# open head neck, head, jaw, eye.L, eye.R -> FLAME global, neck, jaw, eye_left, eye_right.
+ROTATING = {"jaw": ("jawLeft", "jawOpen", "jawRight", "mouthClose"), "eye": ("eyeLook",)}
+
+
+def _rotation_fit(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Best rotation about the origin taking points P (N, 3) to Q (N, 3) (Kabsch)."""
+    U, _, Vt = np.linalg.svd(Q.T @ P)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    return U @ D @ Vt
+
+
+def beyond_rotation(head, name: str) -> np.ndarray:
+    """(V, 3) what ARKit shape ``name`` of the open head does beyond its joint rotation:
+    the best rigid rotation of the vertices fully skinned to the joint (jaw for jaw* and
+    mouthClose, each eye for eyeLook*), undone through linear blend skinning."""
+    D = head.expression_basis[head.expression_names.index(name)].astype(np.float64)
+    rest = head.template.astype(np.float64)
+    if name in ROTATING["jaw"]:
+        joints = ["jaw"]
+    elif name.startswith(ROTATING["eye"]):
+        joints = ["eye.L", "eye.R"]
+    else:
+        return D
+    A = np.broadcast_to(np.eye(3), (len(rest), 3, 3)).copy()
+    b = np.zeros_like(rest)
+    for joint in joints:
+        k = head.joint_names.index(joint)
+        j, w = head.joints[k].astype(np.float64), head.lbs_weights[:, k].astype(np.float64)
+        full = w > 0.9
+        R = _rotation_fit(rest[full] - j, rest[full] + D[full] - j)
+        A += w[:, None, None] * (R - np.eye(3))
+        b += w[:, None] * (j - R @ j)
+    return np.einsum("vab,vb->va", np.linalg.inv(A), rest + D - b) - rest
+
+
+def open_head_basis(head, components: int = 100, drop: tuple[str, ...] = (), seed: int = 0) -> np.ndarray:
+    """(components, V, 3) orthonormal basis (each component 1 cm in norm) in head axes that spans
+    every ARKit shape's displacement and what it does beyond its rotations, padded with
+    smooth random fields; shapes in ``drop`` are projected out (the basis cannot make them).
+    With components < the spanning set, the first ``components`` directions are kept."""
+    names = [n for n in head.expression_names if n != "tongueOut"]
+    fields = [head.expression_basis[head.expression_names.index(n)] for n in names]
+    fields += [beyond_rotation(head, n) for n in names if n in ROTATING["jaw"] or n.startswith(ROTATING["eye"])]
+    rng = np.random.default_rng(seed)
+    centred = head.template - head.template.mean(axis=0)
+    while len(fields) < max(components, 100):
+        fields.append(np.einsum("vb,ab->va", centred, rng.normal(0, 0.05, (3, 3))) + 1e-4 * np.sin(
+            centred @ rng.normal(0, 40, 3))[:, None] * rng.normal(0, 1, 3))
+    flat = np.stack([np.asarray(f, dtype=np.float64).ravel() for f in fields], axis=1)
+    q, _ = np.linalg.qr(flat)
+    q = q[:, :components]
+    for name in drop:
+        d = np.concatenate([beyond_rotation(head, name).ravel()[:, None],
+                            head.expression_basis[head.expression_names.index(name)].ravel()[:, None]], axis=1)
+        d, _ = np.linalg.qr(d)
+        q = q - d @ (d.T @ q)
+        q, _ = np.linalg.qr(q)
+    return (q.T * 0.01).reshape(components, len(head.template), 3)
+
+
+def _regressor_for(template: np.ndarray, joints: np.ndarray, k: int = 12) -> np.ndarray:
+    """(J, V) rows summing to 1 that give ``joints`` exactly from the ``k`` nearest vertices."""
+    distance = np.linalg.norm(template[None] - joints[:, None], axis=2)  # numpy only: Blender tests use it
+    near = np.argsort(distance, axis=1)[:, :k]
+    regressor = np.zeros((len(joints), len(template)))
+    for row, (joint, idx) in enumerate(zip(joints, near)):
+        A = np.vstack([template[idx].T, np.ones(k)])  # (4, k)
+        regressor[row, idx] = np.linalg.lstsq(A, np.append(joint, 1.0), rcond=None)[0]
+    return regressor
+
+
+@dataclass(frozen=True)
+class OpenHeadFlame:
+    """A FLAME-format dict of the open head plus its ground truth.
+
+    flame: FLAME keys in FLAME axes; source_vertices (V, 3) int and source_weights (V, 3):
+    each fixture vertex as a barycentric combination of open-head vertices (before the warp).
+    """
+
+    flame: dict
+    source_vertices: np.ndarray
+    source_weights: np.ndarray
+
+
+def open_head_as_flame(head, components: int = 100, drop: tuple[str, ...] = (), shuffle: bool = False,
+                       split: int = 0, warp: bool = False, seed: int = 0) -> OpenHeadFlame:
+    """The open head ``head`` (a HeadModel) in FLAME's format and axes.
+
+    components / drop: the expression basis (see `open_head_basis`); split: that many
+    triangles get a vertex at their centroid (known barycentric truth); warp: a smooth
+    non-rigid warp of the template (about 2 mm) plus a similarity (scale 1.06, 4 degrees,
+    a few cm) so the registration has work to do; shuffle: vertex order permuted.
+    posedirs are zero (the open head has no pose correctives).
+    """
+    from model.core.flame_import import FLAME_TO_HEAD  # here: the module also loads without the back end
+
+    rng = np.random.default_rng(seed)
+    template = head.template.astype(np.float64)
+    basis = open_head_basis(head, components, drop, seed)
+    V = len(template)
+    faces = head.faces.astype(np.int64)
+    src_v = np.repeat(np.arange(V)[:, None], 3, axis=1)
+    src_w = np.tile([1.0, 0.0, 0.0], (V, 1))
+    weights = head.lbs_weights.astype(np.float64)
+    if split:
+        chosen = np.linspace(0, len(faces) - 1, split).astype(int)
+        tri = faces[chosen]
+        new = V + np.arange(split)
+        template = np.concatenate([template, template[tri].mean(axis=1)])
+        basis = np.concatenate([basis, basis[:, tri].mean(axis=2)], axis=1)
+        weights = np.concatenate([weights, weights[tri].mean(axis=1)])
+        src_v = np.concatenate([src_v, tri])
+        src_w = np.concatenate([src_w, np.full((split, 3), 1 / 3)])
+        a, b, c = tri.T
+        keep = np.setdiff1d(np.arange(len(faces)), chosen)
+        faces = np.concatenate([faces[keep], np.stack([a, b, new], 1), np.stack([b, c, new], 1),
+                                np.stack([c, a, new], 1)])
+    joints = head.joints.astype(np.float64)
+    if warp:
+        centre = template.mean(axis=0)
+        bump = lambda x: 0.002 * np.stack([np.sin(40 * x[:, 2]), np.sin(35 * x[:, 0] + 1), np.cos(30 * x[:, 1])], 1)
+        angle = np.radians(4.0)
+        R = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+        move = lambda x: (1.06 * (x - centre + bump(x - centre))) @ R.T + centre + [0.01, -0.02, 0.03]
+        template, joints = move(template), move(joints)
+        basis = 1.06 * basis @ R.T
+    order = rng.permutation(len(template)) if shuffle else np.arange(len(template))
+    inverse = np.argsort(order)
+    template, basis, weights = template[order], basis[:, order], weights[order]
+    src_v, src_w, faces = src_v[order], src_w[order], inverse[faces]
+
+    to_flame = lambda x: x @ FLAME_TO_HEAD  # head axes -> FLAME axes (inverse of (x, y, z) -> (x, -z, y))
+    Vn = len(template)
+    centred = template - template.mean(axis=0)
+    identity = np.einsum("vb,kab->vak", to_flame(centred), rng.normal(0, 0.01, (300, 3, 3)))
+    expression = to_flame(basis).transpose(1, 2, 0)  # (V, 3, E)
+    flame = {
+        "v_template": to_flame(template),
+        "f": faces.astype(np.uint32),
+        "weights": weights / weights.sum(axis=1, keepdims=True),
+        "J_regressor": _regressor_for(to_flame(template), to_flame(joints)),
+        "kintree_table": np.array([[ROOT_PARENT, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.int64),
+        "shapedirs": np.concatenate([identity, expression], axis=2),
+        "posedirs": np.zeros((Vn, 3, 36)),
+    }
+    flame["J"] = flame["J_regressor"] @ flame["v_template"]
+    return OpenHeadFlame(flame, src_v, src_w)

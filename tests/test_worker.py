@@ -415,3 +415,28 @@ def test_a_worker_that_does_not_answer_is_reported_not_replaced(tiny_checkpoint,
         os.kill(pid, signal.SIGCONT)
         worker.shutdown()
         assert wait_for_exit(pid)
+
+
+def test_a_flame_rig_with_an_adapter_is_driven_and_mapped(worker, open_head_file, tmp_path, data_dir):
+    """A FLAME rig's request is accepted once its adapter is in the data folder; the motion
+    comes back in the rig's channels. A rig whose adapter build failed is refused with why."""
+    from flame_fixtures import open_head_as_flame, write_flame_npz
+    from model.core.flame_adapter import adapter_path, failure_path
+    from model.core.flame_import import import_flame
+    from model.core.head_model import HeadModel
+    from model.flame_bridge.build import build_adapter
+
+    _, client, _ = worker
+    source = HeadModel.load(open_head_file)
+    target = import_flame(write_flame_npz(tmp_path / "flame.npz", flame=open_head_as_flame(source).flame))
+    flame_request = request(SPEECH, head_model=target.model_id, channels=tuple(target.channel_names))
+    with pytest.raises(WorkerError, match="not 'flame-|does not fit"):  # no adapter yet
+        client.submit(flame_request)
+    build_adapter(source, target, keep_shapes=False).save(adapter_path(target.model_id))
+    take = client.generate(flame_request)[0]
+    assert take.channels == tuple(target.channel_names) and take.meta["unmapped"] == ["tongueOut"]
+    assert np.ptp(take.motion[:, target.rotation_slice("jaw")][:, 0]) > 0
+
+    failure_path("flame-broken-e100").write_text("registration failed: not a head\n")
+    with pytest.raises(WorkerError, match="cannot drive head model 'flame-broken-e100': registration failed"):
+        client.submit(request(SPEECH, head_model="flame-broken-e100"))

@@ -144,9 +144,7 @@ class Worker:
     def check(self, request: GenerationRequest) -> PreparedRequest:
         """Everything that can be refused before queueing (audio, schedule, rig): a
         `BadInput` with the reason, answered with 400."""
-        prepared = prepare_request(request, self.config.limits.max_audio_seconds)
-        check_rig(request, self.generator.manifest)
-        return prepared
+        return check_rig(prepare_request(request, self.config.limits.max_audio_seconds), self.generator.manifest)
 
     def _work(self, job, progress) -> list[dict]:
         takes = run_prepared(self.generator, job.payload, progress=progress, cancel=job.cancel)
@@ -178,8 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = self._route(method, parts, query)
         except RequestError as exc:
             status, body = exc.status, {"error": str(exc)}
-        except BadInput as exc:  # a request that cannot be carried out: the message is for the user
-            status, body = 400, {"error": str(exc)}
+        except (BadInput, MissingPart) as exc:  # a request that cannot be carried out (a rig without its
+            status, body = 400, {"error": str(exc)}  # adapter...): the message is for the user
         except KeyError:
             status, body = 404, {"error": "no such job (unknown id, or its result was already taken)"}
         except Exception as exc:  # a bug: answer it, keep serving
