@@ -26,10 +26,11 @@ from ..model.link.launch import WorkerSpec
 from ..model.link.protocol import GenerationRequest
 from ..model.core.timeline import SceneRate, StripTiming, TimelineError, caption_schedule, channel_layout, strip_timing
 from .animation import PROP_STRIP, animate_rig, captalk_strips, remove_result
+from .progress import ProgressEstimate
 from .properties import section_entries
 from .worker import Failed, Finished, GenerationTask, Progress
 from .rig_builder import PROP_MODEL_ID, find_rig
-from .sequencer import strip_collection
+from .sequencer import content_duration, content_start, left_handle, right_handle, strip_collection
 from ..model.core.errors import BadInput
 
 TAKE_SEPARATOR = " take "
@@ -50,6 +51,7 @@ class StripJob:
     armature_name: str | None
     timing: StripTiming
     request: GenerationRequest
+    scene_uid: int = 0  # the scene's session_uid: found again even if renamed while generating
 
 
 def strips_to_generate(scene) -> list:
@@ -62,7 +64,7 @@ def strips_to_generate(scene) -> list:
         strips = [active]
     if not strips:
         raise GenerationSetupError("Select the sound strip(s) to animate in the Video Sequencer")
-    return sorted(strips, key=lambda s: (s.frame_final_start, s.name))
+    return sorted(strips, key=lambda s: (left_handle(s), s.name))
 
 
 def rig_for(scene, strip) -> tuple:
@@ -102,10 +104,10 @@ def plan_jobs(scene) -> list[StripJob]:
     jobs = []
     for strip in strips_to_generate(scene):
         mesh, armature = rig_for(scene, strip)
-        # frame_duration is the sound's length in whole frames; the worker crops to the true end
-        sound_seconds = strip.frame_duration / rate.frames_per_second
+        # content_duration is the sound's length in whole frames; the worker crops to the true end
+        sound_seconds = content_duration(strip) / rate.frames_per_second
         try:
-            timing = strip_timing(strip.frame_start, strip.frame_final_start, strip.frame_final_end,
+            timing = strip_timing(content_start(strip), left_handle(strip), right_handle(strip),
                                   getattr(strip, "sound_offset", 0.0), rate, sound_seconds)
             schedule = caption_schedule(section_entries(scene), settings.style, settings.emotion, timing.start_frame,
                                         rate, timing.duration)
@@ -114,12 +116,24 @@ def plan_jobs(scene) -> list[StripJob]:
         request = GenerationRequest(**sound_source(strip), audio_start=timing.audio_start, audio_end=timing.audio_end,
                                     schedule=tuple(schedule), head_model=mesh.get(PROP_MODEL_ID), options=options,
                                     client=f"Blender {bpy.app.version_string} pid {os.getpid()}: {strip.name}")
-        jobs.append(StripJob(scene.name, strip.name, mesh.name, armature.name if armature else None, timing, request))
+        jobs.append(StripJob(scene.name, strip.name, mesh.name, armature.name if armature else None, timing, request,
+                             scene_uid=scene.session_uid))
     return jobs
+
+
+def job_scene(job: StripJob):
+    """The scene ``job`` was planned in, renamed or not; `GenerationSetupError` if it is gone."""
+    scene = next((s for s in bpy.data.scenes if job.scene_uid and s.session_uid == job.scene_uid), None)
+    scene = scene or bpy.data.scenes.get(job.scene_name)
+    if scene is None:
+        raise GenerationSetupError(f"The scene '{job.scene_name}' was deleted while generating '{job.strip_name}'; "
+                                   "nothing was written")
+    return scene
 
 
 def check_result(job: StripJob, takes: list[MotionClip]) -> tuple:
     """(mesh, armature) of ``job`` if its motion fits them; else `GenerationSetupError`."""
+    job_scene(job)
     mesh = bpy.data.objects.get(job.mesh_name)
     armature = bpy.data.objects.get(job.armature_name) if job.armature_name else None
     if mesh is None or mesh.data.shape_keys is None or (job.armature_name and armature is None):
@@ -140,7 +154,7 @@ def apply_results(jobs: list[StripJob], results: list[list[MotionClip]]) -> int:
     rigs = [check_result(job, takes) for job, takes in zip(jobs, results)]
     written = 0
     for job, takes, (mesh, armature) in zip(jobs, results, rigs):
-        scene = bpy.data.scenes[job.scene_name]
+        scene = job_scene(job)
         _remove_takes(mesh, armature, job.strip_name, keep=len(takes))
         for number, clip in enumerate(takes, start=1):
             name = job.strip_name if number == 1 else f"{job.strip_name}{TAKE_SEPARATOR}{number}"
@@ -180,9 +194,14 @@ class GenerationRun:
         self.failure: Failed | None = None
         self.backend = ""
         self.task: GenerationTask | None = None
+        self.estimate: ProgressEstimate | None = None
 
     def start(self) -> "GenerationRun":
-        self.task = GenerationTask(self.spec, self.jobs[0].request).start()
+        return self._start_job(0)
+
+    def _start_job(self, index: int) -> "GenerationRun":
+        self.estimate = ProgressEstimate(self.jobs[index].timing.duration)
+        self.task = GenerationTask(self.spec, self.jobs[index].request).start()
         return self
 
     def cancel(self) -> None:
@@ -197,7 +216,7 @@ class GenerationRun:
         done = len(self.results)
         for item in self.task.poll():
             if isinstance(item, Progress):
-                self.fraction = (done + item.fraction) / len(self.jobs)
+                self.estimate.report(item.fraction, from_worker=bool(self.task.backend))
                 self.message = f"{self.jobs[done].strip_name}: {item.message}" if len(self.jobs) > 1 else item.message
                 self.backend = self.task.backend or self.backend
             elif isinstance(item, Finished):
@@ -205,11 +224,13 @@ class GenerationRun:
                 if len(self.results) == len(self.jobs):
                     self.state, self.fraction, self.message = "done", 1.0, "writing the animation"
                 else:
-                    self.task = GenerationTask(self.spec, self.jobs[len(self.results)].request).start()
+                    self._start_job(len(self.results))
             elif isinstance(item, Failed):
                 self.state = "cancelled" if item.cancelled else "failed"
                 self.error = f"'{self.jobs[done].strip_name}': {item.message}"
                 self.failure = item
+        if self.state == "running":  # the bar moves on between reports too (see .progress)
+            self.fraction = (len(self.results) + self.estimate.fraction()) / len(self.jobs)
         return self.state
 
     def run_here(self, report: Callable[[float, str], None] | None = None, poll_seconds: float = 0.05) -> str:

@@ -1,8 +1,9 @@
 """Turn a head model into Blender data: a mesh with shape keys, skinned to an armature.
 
 The structure, whatever the head came from (open head, FLAME):
-- a collection "CapTalk <name>" holding an armature object and a mesh object parented
-  to it;
+- a collection "CapTalk <name>" (just <name> when that already starts with "CapTalk")
+  holding an armature object and a mesh object parented to it, placed at the 3D cursor,
+  lifted onto whatever is there (the default cube) so the head is not hidden inside it;
 - the mesh: the template, a "Basis" shape key and one shape key per expression channel
   (named as the channel), one vertex group per joint with the skinning weights, an
   Armature modifier;
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import bpy
 import numpy as np
+from mathutils import Vector
 
 from ..model.core.head_model import HeadModel
 from ..model.core.rig_layout import bone_layout
@@ -35,13 +37,15 @@ def create_rig(head: HeadModel, head_file: Path, context, name: str | None = Non
     """Create the rig for ``head`` in the active scene; return (mesh_object, armature_object)."""
     name = name or head.name.split(" (")[0]
     layout = bone_layout(head)
+    location = free_location(context, head.template.min(axis=0), head.template.max(axis=0))
     created: list = []
     try:
-        collection = _new(created, bpy.data.collections, f"CapTalk {name}")
+        collection = _new(created, bpy.data.collections, name if name.startswith("CapTalk") else f"CapTalk {name}")
         context.scene.collection.children.link(collection)
         armature = _create_armature(created, collection, layout, name, context)
         mesh_object = _create_mesh(created, collection, head, name)
         mesh_object.parent = armature
+        armature.location = location
         modifier = mesh_object.modifiers.new("CapTalk Armature", "ARMATURE")
         modifier.object = armature
         for obj, part in ((mesh_object, "mesh"), (armature, "armature")):
@@ -53,10 +57,38 @@ def create_rig(head: HeadModel, head_file: Path, context, name: str | None = Non
             obj.select_set(False)
         mesh_object.select_set(True)
         context.view_layer.objects.active = mesh_object
+        adopt_as_scene_rig(context.scene, mesh_object)
         return mesh_object, armature
     except Exception:
         _remove(created)
         raise
+
+
+def free_location(context, low: np.ndarray, high: np.ndarray, max_lifts: int = 16) -> tuple:
+    """Where to put a rig whose rest-pose bounds are ``low``..``high`` (shape (3,), metres):
+    the 3D cursor, lifted until the head's box clears every visible mesh's box (so it stands
+    on the default 2 m cube instead of vanishing inside it)."""
+    boxes = []
+    for obj in context.view_layer.objects:
+        if obj.type == "MESH" and obj.visible_get():
+            corners = np.array([tuple(obj.matrix_world @ Vector(corner)) for corner in obj.bound_box])
+            boxes.append((corners.min(axis=0), corners.max(axis=0)))
+    location = np.array(context.scene.cursor.location, dtype=np.float64)
+    for _ in range(max_lifts):
+        lows, highs = low + location, high + location
+        above = [box_high[2] for box_low, box_high in boxes
+                 if np.all(lows < box_high) and np.all(box_low < highs)]
+        if not above:
+            break
+        location[2] += max(above) - lows[2] + 1e-3  # stand on top of the highest overlapping box
+    return tuple(location.tolist())
+
+
+def adopt_as_scene_rig(scene, mesh_object) -> None:
+    """Make a new rig the one the CapTalk panel drives, unless the scene has one already."""
+    settings = getattr(scene, "captalk", None)
+    if settings is not None and settings.target_rig is None:
+        settings.target_rig = mesh_object
 
 
 def _create_mesh(created: list, collection, head: HeadModel, name: str):

@@ -1,4 +1,7 @@
-"""Sequencer access that works on Blender 4.2 to 5.0 (5.0 renamed `sequences` to `strips`)."""
+"""Sequencer access that works on Blender 4.2 to 5.2: 5.0 renamed `sequences` to `strips`;
+5.2 names a strip's timing `content_start`, `left_handle`, `right_handle` and
+`content_duration` and deprecates `frame_start`, `frame_final_start`, `frame_final_end` and
+`frame_duration` (removal announced for 6.0), so the newer names are used where they exist."""
 from __future__ import annotations
 
 import os
@@ -10,6 +13,30 @@ def strip_collection(scene):
     """The editable top-level strips of ``scene``'s sequencer (created if needed)."""
     editor = scene.sequence_editor or scene.sequence_editor_create()
     return editor.strips if hasattr(editor, "strips") else editor.sequences
+
+
+def _timing(strip, new: str, old: str) -> float:
+    return getattr(strip, new) if new in strip.bl_rna.properties else getattr(strip, old)
+
+
+def content_start(strip) -> float:
+    """Frame where the strip's source (the whole sound) begins, before trims."""
+    return _timing(strip, "content_start", "frame_start")
+
+
+def left_handle(strip) -> int:
+    """First frame that plays (after the start trim)."""
+    return _timing(strip, "left_handle", "frame_final_start")
+
+
+def right_handle(strip) -> int:
+    """Frame after the last one that plays (after the end trim)."""
+    return _timing(strip, "right_handle", "frame_final_end")
+
+
+def content_duration(strip) -> int:
+    """Length of the strip's source in whole frames, before trims."""
+    return _timing(strip, "content_duration", "frame_duration")
 
 
 class AudioError(RuntimeError):
@@ -40,6 +67,15 @@ def check_audio(filepath: str) -> None:
         raise AudioError(f"'{filepath}' holds no sound (zero length)")
 
 
+def sound_seconds(filepath: str) -> float:
+    """Length of the sound in ``filepath`` in seconds; raises AudioError as `check_audio` does."""
+    check_audio(filepath)
+    import aud
+
+    sound = aud.Sound(filepath)
+    return sound.length / sound.specs[0]  # length counts samples
+
+
 def add_sound_strip(scene, filepath: str, frame_start: int, channel: int = 1, name: str | None = None):
     """Add a sound strip; extends the scene's frame range to cover it (never its frame rate).
 
@@ -48,7 +84,7 @@ def add_sound_strip(scene, filepath: str, frame_start: int, channel: int = 1, na
     check_audio(filepath)
     strips = strip_collection(scene)
     strip = strips.new_sound(name or bpy.path.display_name_from_filepath(filepath), filepath, channel, frame_start)
-    scene.frame_end = max(scene.frame_end, strip.frame_final_end - 1)
+    scene.frame_end = max(scene.frame_end, right_handle(strip) - 1)
     return strip
 
 

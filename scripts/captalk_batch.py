@@ -218,11 +218,11 @@ def find_or_add_rig(context, rig: str):
 
 
 def find_or_add_strip(scene, audio: Path, frame_start: int):
-    from captalk.captalk_addon.sequencer import add_sound_strip, find_sound_strip
+    from captalk.captalk_addon.sequencer import add_sound_strip, content_start, find_sound_strip
 
     strip = find_sound_strip(scene, str(audio))
     if strip is not None:
-        print(f"CapTalk: using the sound strip already in the scene: '{strip.name}' at frame {strip.frame_start:g}")
+        print(f"CapTalk: using the sound strip already in the scene: '{strip.name}' at frame {content_start(strip):g}")
         return strip
     strip = add_sound_strip(scene, str(audio), frame_start)
     print(f"CapTalk: sound strip '{strip.name}' at frame {frame_start}, frames up to {scene.frame_end}")
@@ -235,6 +235,7 @@ def add_sections(scene, strip, schedule: tuple) -> None:
     scene's captions instead). A caption an entry leaves out keeps the one before it."""
     import math
 
+    from captalk.captalk_addon.sequencer import content_start
     from captalk.model.core.timeline import SceneRate
 
     rate = SceneRate.from_blender(scene.render.fps, scene.render.fps_base)
@@ -243,7 +244,7 @@ def add_sections(scene, strip, schedule: tuple) -> None:
         if start == 0:
             owner = scene.captalk
         else:
-            scene.frame_current = math.ceil(strip.frame_start + start * rate.frames_per_second - 1e-6)
+            scene.frame_current = math.ceil(content_start(strip) + start * rate.frames_per_second - 1e-6)
             assert bpy.ops.captalk.section_add() == {"FINISHED"}
             owner = scene.captalk.sections[scene.captalk.active_section]
         for key in ("style", "emotion"):
@@ -334,6 +335,7 @@ def set_up_render(scene, args, mesh) -> None:
 def write_outputs(args, out: Path, name: str, scene, jobs, results) -> None:
     import preview_video
 
+    from captalk.captalk_addon.sequencer import left_handle, right_handle
     from captalk.model.core.motion_file import save_motion
 
     out.mkdir(parents=True, exist_ok=True)
@@ -351,8 +353,8 @@ def write_outputs(args, out: Path, name: str, scene, jobs, results) -> None:
     print(f"CapTalk: saved {blend}")
     if args.render:
         strips = [s for s in _sound_strips(scene) if s.name in {j.strip_name for j in jobs}]
-        first = int(min(s.frame_final_start for s in strips))
-        last = int(max(s.frame_final_end for s in strips)) - 1
+        first = int(min(left_handle(s) for s in strips))
+        last = int(max(right_handle(s) for s in strips)) - 1
         print(f"CapTalk: rendering frames {first}-{last} ({args.engine})...", flush=True)
         video = preview_video.render_mp4(scene, out / f"{name}.mp4", first, last)
         print(f"CapTalk: rendered {video}")

@@ -60,6 +60,7 @@ def worker(tiny_checkpoint, tmp_path_factory):
     stop(process)
     assert process.returncode == 0
     assert not session_file.exists(), "the worker leaves no session file behind"
+    assert not Path(f"{session_file}.lock").exists(), "nor its lock file"
 
 
 def request(path: Path | None = None, **fields) -> GenerationRequest:
@@ -360,6 +361,8 @@ def test_launcher_reuses_restarts_and_the_worker_never_outlives_its_users(tiny_c
         blender.wait()
     assert wait_for_exit(second.session.pid), "the worker exits when every process using it has"
     assert not spec.session_file.exists()
+    leftovers = sorted(p.name for p in spec.session_file.parent.iterdir())
+    assert leftovers == [], f"the worker leaves its run folder empty (its lock and log too): {leftovers}"
 
 
 def test_a_wrong_interpreter_gets_a_clear_message(tmp_path, monkeypatch, tiny_checkpoint):
@@ -391,7 +394,7 @@ def test_silence_gives_a_calm_closed_mouth_with_the_default_model(tmp_path):
 
 
 def test_a_worker_that_does_not_answer_is_reported_not_replaced(tiny_checkpoint, tmp_path, monkeypatch):
-    from model.serve import launch
+    from model.link import launch
 
     monkeypatch.setenv("CAPTALK_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)

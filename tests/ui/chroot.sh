@@ -13,8 +13,9 @@ CACHE="${CAPTALK_UI_CACHE:-/var/cache/captalk-ui}"
 MIRROR="${CAPTALK_UI_MIRROR:-http://deb.debian.org/debian}"
 # What runs inside: Blender, a virtual X server, real input events, screenshots. Debian's
 # blender does not pull in numpy, and 5.2 cannot register its extensions add-on without cattr
-# and requests.
-PACKAGES=(blender xvfb xauth xdotool imagemagick python3-numpy python3-cattr python3-requests)
+# and requests. Tesseract reads the panel off screenshots (is any label cut, where is a button).
+PACKAGES=(blender xvfb xauth xdotool imagemagick python3-numpy python3-cattr python3-requests
+  tesseract-ocr tesseract-ocr-eng)
 
 suite_of() {
   case "$1" in
