@@ -47,18 +47,31 @@ class NoAudioSupport(AudioError):
     """This Blender build cannot load sound (PyPI bpy 4.2 is built without Audaspace)."""
 
 
+def _aud():
+    """Blender's audio module, or None: Debian's Blender 4.3 has Audaspace but not `aud`."""
+    try:
+        import aud
+    except ImportError:
+        return None
+    return aud
+
+
 def check_audio(filepath: str) -> None:
     """Raise AudioError unless this Blender can decode ``filepath`` into some sound.
 
-    Blender adds a strip even for a file it cannot decode, so we ask its audio library first.
+    Blender adds a strip even for a file it cannot decode, so we ask its audio library first
+    (without `aud`, `add_sound_strip` checks the strip it made instead).
     """
     if not bpy.app.build_options.audaspace:
         raise NoAudioSupport(
             f"This Blender build ({bpy.app.version_string}) has no audio support (Audaspace), so it "
             "cannot put sound on the timeline. Use Blender from blender.org or PyPI bpy 4.5 or newer."
         )
-    import aud
-
+    aud = _aud()
+    if aud is None:
+        if not os.path.isfile(filepath):
+            raise AudioError(f"'{filepath}' is not audio this Blender can read (missing)")
+        return
     try:
         length = aud.Sound(filepath).length
     except aud.error:
@@ -67,11 +80,13 @@ def check_audio(filepath: str) -> None:
         raise AudioError(f"'{filepath}' holds no sound (zero length)")
 
 
-def sound_seconds(filepath: str) -> float:
-    """Length of the sound in ``filepath`` in seconds; raises AudioError as `check_audio` does."""
+def sound_seconds(filepath: str) -> float | None:
+    """Length of the sound in ``filepath`` in seconds (None when this Blender has no `aud`
+    to tell); raises AudioError as `check_audio` does."""
     check_audio(filepath)
-    import aud
-
+    aud = _aud()
+    if aud is None:
+        return None
     sound = aud.Sound(filepath)
     return sound.length / sound.specs[0]  # length counts samples
 
@@ -84,6 +99,12 @@ def add_sound_strip(scene, filepath: str, frame_start: int, channel: int = 1, na
     check_audio(filepath)
     strips = strip_collection(scene)
     strip = strips.new_sound(name or bpy.path.display_name_from_filepath(filepath), filepath, channel, frame_start)
+    if content_duration(strip) <= 0:  # not decodable (only reached without `aud`): take it out again
+        sound = strip.sound
+        strips.remove(strip)
+        if sound is not None and sound.users == 0:
+            bpy.data.sounds.remove(sound)
+        raise AudioError(f"'{filepath}' is not audio this Blender can read (corrupt or unknown format)")
     scene.frame_end = max(scene.frame_end, right_handle(strip) - 1)
     return strip
 

@@ -57,7 +57,8 @@ class CAPTALK_OT_add_speech(bpy.types.Operator, ImportHelper):
             self.report({"ERROR"}, f"No audio file at '{path}'")
             return {"CANCELLED"}
         try:
-            frames = math.ceil(sound_seconds(path) * scene.render.fps / scene.render.fps_base)
+            seconds = sound_seconds(path) or 0.0  # unknown without `aud`: the first frame decides
+            frames = max(1, math.ceil(seconds * scene.render.fps / scene.render.fps_base))
             strip = add_sound_strip(scene, path, frame, first_free_channel(scene, frame, frame + frames))
         except AudioError as exc:
             self.report({"ERROR"}, str(exc))

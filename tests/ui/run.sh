@@ -162,7 +162,7 @@ main() {
   WORK="$(mktemp -d /tmp/captalk-ui.XXXXXX)"
   LOGS="${CAPTALK_UI_LOGS:-$WORK/logs}"
   mkdir -p "$LOGS"
-  OPEN_HEAD="${CAPTALK_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/captalk}/heads/open_head_v1.npz"
+  OPEN_HEAD="${CAPTALK_UI_OPEN_HEAD:-${CAPTALK_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/captalk}/heads/open_head_v1.npz}"
   [ -f "$OPEN_HEAD" ] || (cd "$ROOT" && "$BACKEND_PYTHON" -m model build-open-head --out "$OPEN_HEAD")
   prepare_inputs
   FAILED=()
