@@ -22,6 +22,7 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
+from ..model.core.appearance import SKIN, vertex_colours
 from ..model.core.head_model import HeadModel
 from ..model.core.rig_layout import bone_layout
 
@@ -31,6 +32,7 @@ PROP_HEAD_FILE = "captalk_head_file"
 PROP_PART = "captalk_rig_part"
 RIG_PROPERTIES = (PROP_MODEL_ID, PROP_SIGNATURE, PROP_HEAD_FILE, PROP_PART)
 WEIGHT_EPSILON = 1e-4
+COLOUR_ATTRIBUTE = "CapTalk colour"  # skin, lips, eyes with iris and pupil, mouth interior
 
 
 def create_rig(head: HeadModel, head_file: Path, context, name: str | None = None):
@@ -95,9 +97,10 @@ def _create_mesh(created: list, collection, head: HeadModel, name: str):
     mesh = _new(created, bpy.data.meshes, name)
     mesh.from_pydata(head.template.tolist(), [], head.faces.tolist())
     mesh.shade_smooth()
-    material = _new(created, bpy.data.materials, f"{name} skin")
-    material.diffuse_color = (0.80, 0.62, 0.52, 1.0)
-    mesh.materials.append(material)
+    colours = mesh.color_attributes.new(COLOUR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
+    colours.data.foreach_set("color", vertex_colours(head).ravel())
+    mesh.color_attributes.active_color = colours
+    mesh.materials.append(_skin_material(created, name))
     obj = bpy.data.objects.new(name, mesh)
     created.append(obj)
     collection.objects.link(obj)
@@ -117,6 +120,23 @@ def _create_mesh(created: list, collection, head: HeadModel, name: str):
         for index in np.flatnonzero(weights > WEIGHT_EPSILON):
             group.add([int(index)], float(weights[index]), "REPLACE")
     return obj
+
+
+def _skin_material(created: list, name: str):
+    """The head's material: its colour attribute as base colour (EEVEE, Cycles); the skin
+    colour for Workbench's material mode (its attribute mode shows the colours directly)."""
+    material = _new(created, bpy.data.materials, f"{name} skin")
+    material.diffuse_color = (*SKIN, 1.0)
+    if material.node_tree is None:  # 4.x; 5.x materials always have nodes
+        material.use_nodes = True
+    nodes = material.node_tree.nodes
+    shader = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None)
+    if shader is not None:
+        attribute = nodes.new("ShaderNodeAttribute")
+        attribute.attribute_name = COLOUR_ATTRIBUTE
+        material.node_tree.links.new(attribute.outputs["Color"], shader.inputs["Base Color"])
+        shader.inputs["Roughness"].default_value = 0.55
+    return material
 
 
 def _create_armature(created: list, collection, layout, name: str, context):
