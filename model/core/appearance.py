@@ -56,7 +56,11 @@ def mouth_interior(template: np.ndarray, lips: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     low, high = template[lips].min(axis=0), template[lips].max(axis=0)
     front = low[1]  # the lips' front (most -Y)
-    inside = ((np.abs(template[:, 0] - (low[0] + high[0]) / 2) <= (high[0] - low[0]) / 2)
-              & (template[:, 2] >= low[2] - 0.03) & (template[:, 2] <= high[2] + 0.01)
-              & (template[:, 1] > high[1]) & (template[:, 1] < front + MOUTH_DEPTH))
+    x, y, z = template[:, 0], template[:, 1], template[:, 2]
+    within = (np.abs(x - (low[0] + high[0]) / 2) <= (high[0] - low[0]) / 2) & (y < front + MOUTH_DEPTH)
+    # at the lips' height, anything behind them; below them only deeper in, where the chin's
+    # own surface is not (the lower mouth bag shows there when the jaw opens)
+    level = (z >= low[2] - 0.01) & (z <= high[2] + 0.01) & (y > high[1])
+    below = (z >= low[2] - 0.03) & (z < low[2] - 0.01) & (y > high[1] + 0.012)
+    inside = within & (level | below)
     return np.setdiff1d(np.flatnonzero(inside), lips)

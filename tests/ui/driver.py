@@ -262,6 +262,10 @@ def scenario(d: Driver):
             f"target_rig = {scene.captalk.target_rig.name if scene.captalk.target_rig else None}")
     if scene.captalk.target_rig is None:
         scene.captalk.target_rig = head  # so the rest of the workflow can go on
+    colours = head.data.color_attributes.get("CapTalk colour")
+    distinct = len({tuple(round(c, 3) for c in item.color) for item in colours.data}) if colours else 0
+    d.check("F10 the head has its colours (skin, lips, sclera, iris, pupil, mouth)", distinct >= 6,
+            f"{distinct} distinct colours")
     collection = head.users_collection[0].name
     d.check("F5 collection name", "CapTalk CapTalk" not in collection, collection)
     bpy.context.view_layer.update()
