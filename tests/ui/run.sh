@@ -18,7 +18,7 @@ HERE="$ROOT/tests/ui"
 BACKEND_PYTHON="${CAPTALK_BACKEND_PYTHON:-$ROOT/.venv/bin/python}"
 SHOTS="${CAPTALK_UI_SHOTS:-$ROOT/docs/ui}"
 RUN_DIR=/tmp/captalk-ui-run  # inside the chroot
-BLENDER_TIMEOUT="${CAPTALK_UI_TIMEOUT:-420}"
+BLENDER_TIMEOUT="${CAPTALK_UI_TIMEOUT:-900}"  # about 100 s on an idle 2-core machine; far more when shared
 
 log() { printf '\033[1mcaptalk-ui:\033[0m %s\n' "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -79,6 +79,9 @@ run_one() {
   "$HERE/chroot.sh" build "$name"
   chroot_dir="$("$HERE/chroot.sh" path "$name")"
   log "$name: $(cat "$chroot_dir/.captalk-blender-version")"
+  # Mounts an earlier run could not undo (it was killed with SIGKILL) go first
+  local stale
+  findmnt -rn -o TARGET | grep "^$chroot_dir/" | sort -r | while read -r stale; do umount -l "$stale"; done || true
   local run="$chroot_dir$RUN_DIR"
   rm -rf "$run"
   mkdir -p "$run/blender" "$run/data/heads" "$run/runtime" "$run/home" "$run/shots"
