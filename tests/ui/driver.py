@@ -192,7 +192,8 @@ def read_region(shot: Path, region) -> list[dict]:
     """The words Tesseract reads in ``region`` of screenshot ``shot``: text, and the centre
     of its box in the region's own pixels from its top-left; grouped by ``line``."""
     top = window().height - (region.y + region.height)
-    crop = shot.with_name(shot.stem + "-sidebar.png")
+    crop = shot.parent.parent / "ocr" / f"{shot.stem}-sidebar.png"  # beside shots/, not copied out
+    crop.parent.mkdir(exist_ok=True)
     subprocess.run(["convert", str(shot), "-crop", f"{region.width}x{region.height}+{region.x}+{top}",
                     "-resize", f"{OCR_ZOOM * 100}%", "-colorspace", "Gray", "-negate", str(crop)],
                    check=True, timeout=60)
