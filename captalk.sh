@@ -2,7 +2,8 @@
 # CapTalk set-up and jobs, for a fresh Debian 12 machine with Python 3.11.
 #
 #   ./captalk.sh demo [batch options]   set everything up, then run the main job
-#   ./captalk.sh test [pytest options]  set up what the tests need, then run them all
+#   ./captalk.sh test [pytest options]  set up what the tests need, then run them all (with test-ui as root)
+#   ./captalk.sh test-ui [blender52|blender43]  the workflow in real Blender 5.2 LTS / 4.3 UIs (root)
 #   ./captalk.sh setup [--cuda|--cpu]   set-up only (--cuda: CUDA build of torch, kept after)
 #
 # Set-up is idempotent: each environment carries a stamp of what was installed into it,
@@ -124,6 +125,13 @@ run_tests() {
     log "Blender-side tests on Blender $version"
     "$ROOT/.venv-bpy$version/bin/python" -m pytest tests/blender tests/test_extension.py "$@" || status=1
   done
+  if [ "$(id -u)" -eq 0 ]; then
+    log "UI tier: the workflow in real Blender 5.2 LTS and 4.3 UIs (tests/ui/run.sh)"
+    CAPTALK_UI_OPEN_HEAD="$DATA_DIR/heads/open_head_v1.npz" CAPTALK_UI_SHOTS="$tmp/ui-shots" \
+      "$ROOT/tests/ui/run.sh" || status=1
+  else
+    log "UI tier not run: it needs root (chroot, mounts); as root: ./captalk.sh test-ui"
+  fi
   return $status
 }
 
@@ -136,5 +144,10 @@ case "${1:-}" in
     cd "$ROOT" && exec "$VENV/bin/python" scripts/captalk_batch.py "$@"
     ;;
   test) shift; run_tests "$@" ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  test-ui)
+    shift
+    setup_backend
+    CAPTALK_UI_OPEN_HEAD="$DATA_DIR/heads/open_head_v1.npz" exec "$ROOT/tests/ui/run.sh" "$@"
+    ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -8,7 +8,11 @@ when a version is dropped its shims go with one edit.
   ``sequence_editor.sequences`` to ``strips``.
 - 5.2 deprecates ``Strip.frame_start`` / ``frame_duration`` / ``frame_final_start`` /
   ``frame_final_end`` (removal announced for 6.0) for ``content_start`` /
-  ``content_duration`` and the handle properties.
+  ``content_duration`` / ``left_handle`` / ``right_handle``.
+- Debian's 4.3 build has Audaspace but no ``aud`` Python module (`captalk_addon.sequencer`
+  then checks the strip it made instead).
+- 5.0 gave each workspace its own *sequencer scene*, which the default Layout leaves empty
+  (`show_in_sequencer` points it at the rig's scene).
 - 5.0 renamed the EEVEE engine ``BLENDER_EEVEE_NEXT`` back to ``BLENDER_EEVEE``, and the
   video file formats moved under ``image_settings.media_type = 'VIDEO'``.
 """
@@ -44,12 +48,22 @@ class StripFrames:
 
 
 def strip_frames(strip) -> StripFrames:
-    """The strip's frames, read through the properties this Blender does not deprecate."""
-    if hasattr(strip, "content_start"):  # 5.2+
-        left = strip.left_handle if hasattr(strip, "left_handle") else strip.frame_final_start
-        right = strip.right_handle if hasattr(strip, "right_handle") else strip.frame_final_end
-        return StripFrames(strip.content_start, strip.content_duration, left, right)
-    return StripFrames(strip.frame_start, strip.frame_duration, strip.frame_final_start, strip.frame_final_end)
+    """The strip's frames, read through the properties this Blender does not deprecate
+    (5.2: content_start, content_duration, left_handle, right_handle)."""
+    def read(new: str, old: str):
+        return getattr(strip, new if new in strip.bl_rna.properties else old)
+
+    return StripFrames(read("content_start", "frame_start"), read("content_duration", "frame_duration"),
+                       read("left_handle", "frame_final_start"), read("right_handle", "frame_final_end"))
+
+
+def aud_module():
+    """Blender's audio module, or None: Debian's Blender 4.3 has Audaspace but not `aud`."""
+    try:
+        import aud
+    except ImportError:
+        return None
+    return aud
 
 
 def action_slot(animation_data):
@@ -61,3 +75,10 @@ def use_video_output(image_settings) -> None:
     """Let ``image_settings.file_format`` take a video format ('FFMPEG')."""
     if hasattr(image_settings, "media_type"):  # 5.0: the video formats only exist under VIDEO
         image_settings.media_type = "VIDEO"
+
+
+def show_in_sequencer(context, scene) -> None:
+    """Blender 5.x: point the workspace's Sequencer at ``scene`` when it shows no scene yet."""
+    workspace = getattr(context, "workspace", None) or (context.window.workspace if context.window else None)
+    if workspace is not None and hasattr(workspace, "sequencer_scene") and workspace.sequencer_scene is None:
+        workspace.sequencer_scene = scene

@@ -28,6 +28,7 @@ from ..model.link.launch import WorkerSpec
 from ..model.link.protocol import JobState
 from .background import BackgroundRun
 from .animation import PROP_STRIP, animate_rig, captalk_strips, remove_result
+from .progress import ProgressEstimate
 from .sections import section_entries
 from .worker import Failed, Finished, GenerationTask, Progress
 from .rig_builder import PROP_MODEL_ID, find_rig
@@ -52,6 +53,7 @@ class StripJob:
     armature_name: str | None
     timing: StripTiming
     request: GenerationRequest
+    scene_uid: int = 0  # the scene's session_uid: found again even if renamed while generating
 
 
 def strips_to_generate(scene) -> list:
@@ -117,12 +119,24 @@ def plan_jobs(scene) -> list[StripJob]:
         request = GenerationRequest(**sound_source(strip), audio_start=timing.audio_start, audio_end=timing.audio_end,
                                     schedule=schedule, head_model=mesh.get(PROP_MODEL_ID), options=options,
                                     client=f"Blender {bpy.app.version_string} pid {os.getpid()}: {strip.name}")
-        jobs.append(StripJob(scene.name, strip.name, mesh.name, armature.name if armature else None, timing, request))
+        jobs.append(StripJob(scene.name, strip.name, mesh.name, armature.name if armature else None, timing, request,
+                             scene_uid=scene.session_uid))
     return jobs
+
+
+def job_scene(job: StripJob):
+    """The scene ``job`` was planned in, renamed or not; `GenerationSetupError` if it is gone."""
+    scene = next((s for s in bpy.data.scenes if job.scene_uid and s.session_uid == job.scene_uid), None)
+    scene = scene or bpy.data.scenes.get(job.scene_name)
+    if scene is None:
+        raise GenerationSetupError(f"The scene '{job.scene_name}' was deleted while generating '{job.strip_name}'; "
+                                   "nothing was written")
+    return scene
 
 
 def check_result(job: StripJob, takes: list[MotionClip]) -> tuple:
     """(mesh, armature) of ``job`` if its motion fits them; else `GenerationSetupError`."""
+    job_scene(job)
     mesh = bpy.data.objects.get(job.mesh_name)
     armature = bpy.data.objects.get(job.armature_name) if job.armature_name else None
     if mesh is None or mesh.data.shape_keys is None or (job.armature_name and armature is None):
@@ -143,7 +157,7 @@ def apply_results(jobs: list[StripJob], results: list[list[MotionClip]]) -> int:
     rigs = [check_result(job, takes) for job, takes in zip(jobs, results)]
     written = 0
     for job, takes, (mesh, armature) in zip(jobs, results, rigs):
-        scene = bpy.data.scenes[job.scene_name]
+        scene = job_scene(job)
         _remove_takes(mesh, armature, job.strip_name, keep=len(takes))
         for number, clip in enumerate(takes, start=1):
             name = job.strip_name if number == 1 else f"{job.strip_name}{TAKE_SEPARATOR}{number}"
@@ -182,9 +196,14 @@ class GenerationRun(BackgroundRun):
         self.results: list[list[MotionClip]] = []
         self.backend = ""
         self.task: GenerationTask | None = None
+        self.estimate: ProgressEstimate | None = None
 
     def start(self) -> "GenerationRun":
-        self.task = GenerationTask(self.spec, self.jobs[0].request).start()
+        return self._start_job(0)
+
+    def _start_job(self, index: int) -> "GenerationRun":
+        self.estimate = ProgressEstimate(self.jobs[index].timing.duration)
+        self.task = GenerationTask(self.spec, self.jobs[index].request).start()
         return self
 
     def cancel(self) -> None:
@@ -199,7 +218,7 @@ class GenerationRun(BackgroundRun):
         done = len(self.results)
         for item in self.task.poll():
             if isinstance(item, Progress):
-                self.fraction = (done + item.fraction) / len(self.jobs)
+                self.estimate.report(item.fraction, from_worker=bool(self.task.backend))
                 self.message = f"{self.jobs[done].strip_name}: {item.message}" if len(self.jobs) > 1 else item.message
                 self.backend = self.task.backend or self.backend
             elif isinstance(item, Finished):
@@ -207,10 +226,12 @@ class GenerationRun(BackgroundRun):
                 if len(self.results) == len(self.jobs):
                     self.state, self.fraction, self.message = JobState.DONE, 1.0, "writing the animation"
                 else:
-                    self.task = GenerationTask(self.spec, self.jobs[len(self.results)].request).start()
+                    self._start_job(len(self.results))
             elif isinstance(item, Failed):
                 self.fail(item.error)
                 self.error = f"'{self.jobs[done].strip_name}': {item.message}"
+        if self.state == JobState.RUNNING:  # the bar moves on between reports too (see .progress)
+            self.fraction = (len(self.results) + self.estimate.fraction()) / len(self.jobs)
         return self.state
 
 

@@ -1,8 +1,9 @@
 """Turn a head model into Blender data: a mesh with shape keys, skinned to an armature.
 
 The structure, whatever the head came from (open head, FLAME):
-- a collection "CapTalk <name>" holding an armature object and a mesh object parented
-  to it;
+- a collection "CapTalk <name>" (just <name> when that already starts with "CapTalk")
+  holding an armature object and a mesh object parented to it, placed at the 3D cursor,
+  lifted onto whatever is there (the default cube) so the head is not hidden inside it;
 - the mesh: the template, a "Basis" shape key and one shape key per expression channel
   (named as the channel), one vertex group per joint with the skinning weights, an
   Armature modifier;
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import bpy
 import numpy as np
+from mathutils import Vector
 
+from ..model.core.appearance import SKIN, vertex_colours
 from ..model.core.head_model import HeadModel
 from ..model.core.rig_layout import bone_layout
 
@@ -29,17 +32,14 @@ PROP_HEAD_FILE = "captalk_head_file"
 PROP_PART = "captalk_rig_part"
 RIG_PROPERTIES = (PROP_MODEL_ID, PROP_SIGNATURE, PROP_HEAD_FILE, PROP_PART)
 WEIGHT_EPSILON = 1e-4
+COLOUR_ATTRIBUTE = "CapTalk colour"  # skin, lips, eyes with iris and pupil, mouth interior
 
 
 def add_rig(context, head_file: Path):
-    """Load the head-model file, build its rig in the scene and make it the scene's CapTalk
-    rig when the panel has none yet (so the first Generate has a target). Returns
+    """Load the head-model file and build its rig in the scene (`create_rig`). Returns
     (mesh_object, head). Raises `HeadModelError` / OSError with the scene untouched."""
     head = HeadModel.load(head_file)
     mesh_object, _ = create_rig(head, head_file, context)
-    settings = getattr(context.scene, "captalk", None)
-    if settings is not None and settings.target_rig is None:
-        settings.target_rig = mesh_object
     return mesh_object, head
 
 
@@ -47,13 +47,15 @@ def create_rig(head: HeadModel, head_file: Path, context, name: str | None = Non
     """Create the rig for ``head`` in the active scene; return (mesh_object, armature_object)."""
     name = name or head.name.split(" (")[0]
     layout = bone_layout(head)
+    location = free_location(context, head.template.min(axis=0), head.template.max(axis=0))
     created: list = []
     try:
-        collection = _new(created, bpy.data.collections, f"CapTalk {name}")
+        collection = _new(created, bpy.data.collections, name if name.startswith("CapTalk") else f"CapTalk {name}")
         context.scene.collection.children.link(collection)
         armature = _create_armature(created, collection, layout, name, context)
         mesh_object = _create_mesh(created, collection, head, name)
         mesh_object.parent = armature
+        armature.location = location
         modifier = mesh_object.modifiers.new("CapTalk Armature", "ARMATURE")
         modifier.object = armature
         for obj, part in ((mesh_object, "mesh"), (armature, "armature")):
@@ -65,19 +67,48 @@ def create_rig(head: HeadModel, head_file: Path, context, name: str | None = Non
             obj.select_set(False)
         mesh_object.select_set(True)
         context.view_layer.objects.active = mesh_object
+        adopt_as_scene_rig(context.scene, mesh_object)
         return mesh_object, armature
     except Exception:
         _remove(created)
         raise
 
 
+def free_location(context, low: np.ndarray, high: np.ndarray, max_lifts: int = 16) -> tuple:
+    """Where to put a rig whose rest-pose bounds are ``low``..``high`` (shape (3,), metres):
+    the 3D cursor, lifted until the head's box clears every visible mesh's box (so it stands
+    on the default 2 m cube instead of vanishing inside it)."""
+    boxes = []
+    for obj in context.view_layer.objects:
+        if obj.type == "MESH" and obj.visible_get():
+            corners = np.array([tuple(obj.matrix_world @ Vector(corner)) for corner in obj.bound_box])
+            boxes.append((corners.min(axis=0), corners.max(axis=0)))
+    location = np.array(context.scene.cursor.location, dtype=np.float64)
+    for _ in range(max_lifts):
+        lows, highs = low + location, high + location
+        above = [box_high[2] for box_low, box_high in boxes
+                 if np.all(lows < box_high) and np.all(box_low < highs)]
+        if not above:
+            break
+        location[2] += max(above) - lows[2] + 1e-3  # stand on top of the highest overlapping box
+    return tuple(location.tolist())
+
+
+def adopt_as_scene_rig(scene, mesh_object) -> None:
+    """Make a new rig the one the CapTalk panel drives, unless the scene has one already."""
+    settings = getattr(scene, "captalk", None)
+    if settings is not None and settings.target_rig is None:
+        settings.target_rig = mesh_object
+
+
 def _create_mesh(created: list, collection, head: HeadModel, name: str):
     mesh = _new(created, bpy.data.meshes, name)
     mesh.from_pydata(head.template.tolist(), [], head.faces.tolist())
     mesh.shade_smooth()
-    material = _new(created, bpy.data.materials, f"{name} skin")
-    material.diffuse_color = (0.80, 0.62, 0.52, 1.0)
-    mesh.materials.append(material)
+    colours = mesh.color_attributes.new(COLOUR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
+    colours.data.foreach_set("color", vertex_colours(head).ravel())
+    mesh.color_attributes.active_color = colours
+    mesh.materials.append(_skin_material(created, name))
     obj = bpy.data.objects.new(name, mesh)
     created.append(obj)
     collection.objects.link(obj)
@@ -97,6 +128,23 @@ def _create_mesh(created: list, collection, head: HeadModel, name: str):
         for index in np.flatnonzero(weights > WEIGHT_EPSILON):
             group.add([int(index)], float(weights[index]), "REPLACE")
     return obj
+
+
+def _skin_material(created: list, name: str):
+    """The head's material: its colour attribute as base colour (EEVEE, Cycles); the skin
+    colour for Workbench's material mode (its attribute mode shows the colours directly)."""
+    material = _new(created, bpy.data.materials, f"{name} skin")
+    material.diffuse_color = (*SKIN, 1.0)
+    if material.node_tree is None:  # 4.x; 5.x materials always have nodes
+        material.use_nodes = True
+    nodes = material.node_tree.nodes
+    shader = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None)
+    if shader is not None:
+        attribute = nodes.new("ShaderNodeAttribute")
+        attribute.attribute_name = COLOUR_ATTRIBUTE
+        material.node_tree.links.new(attribute.outputs["Color"], shader.inputs["Base Color"])
+        shader.inputs["Roughness"].default_value = 0.55
+    return material
 
 
 def _create_armature(created: list, collection, layout, name: str, context):

@@ -7,7 +7,7 @@ import bpy
 
 from ..model.core.audio import AudioError
 from ..model.core.errors import MissingPart
-from .compat import strip_collection, strip_frames
+from .compat import aud_module, strip_collection, strip_frames
 
 
 class NoAudioSupport(MissingPart):
@@ -17,21 +17,36 @@ class NoAudioSupport(MissingPart):
 def check_audio(filepath: str) -> None:
     """Raise `AudioError` (or `NoAudioSupport`) unless this Blender can decode ``filepath`` into some sound.
 
-    Blender adds a strip even for a file it cannot decode, so we ask its audio library first.
+    Blender adds a strip even for a file it cannot decode, so we ask its audio library first
+    (without `aud`, `add_sound_strip` checks the strip it made instead).
     """
     if not bpy.app.build_options.audaspace:
         raise NoAudioSupport(
             f"This Blender build ({bpy.app.version_string}) has no audio support (Audaspace), so it "
             "cannot put sound on the timeline. Use Blender from blender.org or PyPI bpy 4.5 or newer."
         )
-    import aud
-
+    aud = aud_module()
+    if aud is None:
+        if not os.path.isfile(filepath):
+            raise AudioError(f"'{filepath}' is not audio this Blender can read (missing)")
+        return
     try:
         length = aud.Sound(filepath).length
     except aud.error:
         raise AudioError(f"'{filepath}' is not audio this Blender can read (missing, corrupt or unknown format)") from None
     if length <= 0:
         raise AudioError(f"'{filepath}' holds no sound (zero length)")
+
+
+def sound_seconds(filepath: str) -> float | None:
+    """Length of the sound in ``filepath`` in seconds (None when this Blender has no `aud`
+    to tell); raises AudioError as `check_audio` does."""
+    check_audio(filepath)
+    aud = aud_module()
+    if aud is None:
+        return None
+    sound = aud.Sound(filepath)
+    return sound.length / sound.specs[0]  # length counts samples
 
 
 def add_sound_strip(scene, filepath: str, frame_start: int, channel: int = 1, name: str | None = None):
@@ -42,8 +57,23 @@ def add_sound_strip(scene, filepath: str, frame_start: int, channel: int = 1, na
     check_audio(filepath)
     strips = strip_collection(scene)
     strip = strips.new_sound(name or bpy.path.display_name_from_filepath(filepath), filepath, channel, frame_start)
+    if strip_frames(strip).content_duration <= 0:  # not decodable (only reached without `aud`): take it out again
+        sound = strip.sound
+        strips.remove(strip)
+        if sound is not None and sound.users == 0:
+            bpy.data.sounds.remove(sound)
+        raise AudioError(f"'{filepath}' is not audio this Blender can read (corrupt or unknown format)")
     scene.frame_end = max(scene.frame_end, strip_frames(strip).right - 1)
     return strip
+
+
+def first_free_channel(scene, start: int, end: int) -> int:
+    """The lowest sequencer channel with no strip overlapping frames [start, end)."""
+    busy = {s.channel for s in strip_collection(scene) if strip_frames(s).left < end and start < strip_frames(s).right}
+    channel = 1
+    while channel in busy:
+        channel += 1
+    return channel
 
 
 def find_sound_strip(scene, filepath: str):

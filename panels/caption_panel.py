@@ -13,6 +13,7 @@ import bpy
 from ..captalk_addon.properties import SECTION_EMPTY_RULE
 from ..captalk_addon.sections import active_section, find_marker
 
+ADD_SPEECH = "captalk.add_speech"
 GENERATE = "captalk.generate_from_strip"
 CANCEL = "captalk.cancel_generation"
 BAKE = "captalk.bake"
@@ -51,6 +52,15 @@ def wrap_width(context) -> int:
         return _DEFAULT_WRAP_CHARS
     scale = getattr(context.preferences.system, "ui_scale", 1.0) or 1.0
     return max(_MIN_WRAP_CHARS, int(region.width / (_PIXELS_PER_CHAR * scale)))
+
+
+def draw_wrapped(layout, context, text: str, icon: str = "NONE", indent: int = 3) -> None:
+    """A label that wraps instead of being cut with "..." at the sidebar's width (the icon,
+    if any, on the first line; ``indent`` characters left for it)."""
+    lines = textwrap.wrap(text, max(1, wrap_width(context) - (indent if icon != "NONE" else 0))) or [""]
+    column = layout.column(align=True)
+    for number, line in enumerate(lines):
+        column.label(text=line, icon=icon if number == 0 else "BLANK1" if icon != "NONE" else "NONE")
 
 
 def draw_caption(layout, context, owner, field: str, section: int, label: str) -> None:
@@ -113,15 +123,21 @@ class _MainPanel(_CapTalkPanel):
         editor = context.scene.sequence_editor
         strip = editor.active_strip if editor else None
         if strip is not None and strip.type == "SOUND":
-            layout.prop(strip, "captalk_rig", text=f"Rig for '{strip.name}'")
+            # label and field on rows of their own: side by side, the label is cut
+            draw_wrapped(layout, context, f"Rig for '{strip.name}'")
+            layout.prop(strip, "captalk_rig", text="")
+        # Which strips Generate reads (Blender 5.x's Sequencer may show another scene)
+        draw_wrapped(layout, context, f"Speech: the sound strips of scene '{context.scene.name}'", icon="SOUND")
         if job.running:
-            row = layout.row(align=True)
-            row.progress(factor=job.progress, type="BAR", text=job.message or f"{job.progress:.0%}")
-            draw_operator(row, CANCEL, text="Cancel", icon="CANCEL")
+            # the bar gets the whole width (its text was cut beside the button), Cancel below it
+            layout.progress(factor=job.progress, type="BAR", text=job.message or f"{job.progress:.0%}")
+            draw_operator(layout, CANCEL, text="Cancel", icon="CANCEL")
         else:
-            draw_operator(layout, GENERATE, text="Generate", icon="PLAY")
+            row = layout.row(align=True)
+            draw_operator(row, ADD_SPEECH, text="Add Speech", icon="SOUND")
+            draw_operator(row, GENERATE, text="Generate", icon="PLAY")
             if job.message:
-                layout.label(text=job.message, icon="INFO")
+                draw_wrapped(layout, context, job.message, icon="INFO")
         row = layout.row()
         row.enabled = not job.running
         draw_operator(row, BAKE, text="Bake to Shape Keys", icon="SHAPEKEY_DATA")
@@ -161,7 +177,7 @@ class _SectionsPanel(_CapTalkPanel):
 
         section = active_section(scene)
         if section is None:
-            layout.label(text="Add a section to change captions at a marker", icon="INFO")
+            draw_wrapped(layout, context, "Add a section to change captions at a marker", icon="INFO")
             return
         marker = find_marker(scene, section.marker_name)
         if marker is None:

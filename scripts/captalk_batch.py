@@ -217,11 +217,12 @@ def find_or_add_rig(context, rig: str):
 
 
 def find_or_add_strip(scene, audio: Path, frame_start: int):
+    from captalk.captalk_addon.compat import strip_frames
     from captalk.captalk_addon.sequencer import add_sound_strip, find_sound_strip
 
     strip = find_sound_strip(scene, str(audio))
     if strip is not None:
-        print(f"CapTalk: using the sound strip already in the scene: '{strip.name}' at frame {strip.frame_start:g}")
+        print(f"CapTalk: using the sound strip already in the scene: '{strip.name}' at frame {strip_frames(strip).content_start:g}")
         return strip
     strip = add_sound_strip(scene, str(audio), frame_start)
     print(f"CapTalk: sound strip '{strip.name}' at frame {frame_start}, frames up to {scene.frame_end}")
@@ -234,6 +235,7 @@ def add_sections(scene, strip, schedule: tuple) -> None:
     scene's captions instead). A caption an entry leaves out keeps the one before it."""
     import math
 
+    from captalk.captalk_addon.compat import strip_frames
     from captalk.model.core.timeline import SceneRate
 
     rate = SceneRate.from_blender(scene.render.fps, scene.render.fps_base)
@@ -242,7 +244,7 @@ def add_sections(scene, strip, schedule: tuple) -> None:
         if start == 0:
             owner = scene.captalk
         else:
-            scene.frame_current = math.ceil(strip.frame_start + start * rate.frames_per_second - 1e-6)
+            scene.frame_current = math.ceil(strip_frames(strip).content_start + start * rate.frames_per_second - 1e-6)
             assert bpy.ops.captalk.section_add() == {"FINISHED"}
             owner = scene.captalk.sections[scene.captalk.active_section]
         for key in ("style", "emotion"):

@@ -62,6 +62,7 @@ def worker(tiny_checkpoint, tmp_path_factory):
     stop(process)
     assert process.returncode == 0
     assert not session_file.exists(), "the worker leaves no session file behind"
+    assert not Path(f"{session_file}.lock").exists(), "nor its lock file"
 
 
 def request(path: Path | None = None, style: str = "", emotion: str = "", schedule=(), options=None,
@@ -365,6 +366,8 @@ def test_launcher_reuses_restarts_and_the_worker_never_outlives_its_users(tiny_c
         blender.wait()
     assert wait_for_exit(second.session.pid), "the worker exits when every process using it has"
     assert not spec.session_file.exists()
+    leftovers = sorted(p.name for p in spec.session_file.parent.iterdir())
+    assert leftovers == [], f"the worker leaves its run folder empty (its lock and log too): {leftovers}"
 
 
 def test_a_wrong_interpreter_gets_a_clear_message(tmp_path, monkeypatch, tiny_checkpoint):

@@ -300,5 +300,11 @@ def serve(config: ServerConfig) -> None:
         signal.signal(signum, lambda *_: worker.stop("signal"))
     try:
         worker.run()
-    finally:
-        lock.close()
+    except BaseException:
+        lock.close()  # the log (beside the session file) stays: it says what went wrong
+        raise
+    # A clean exit leaves nothing in the run folder. The lock file goes while it is still
+    # held, so a worker starting now either waits on this one or creates a new file.
+    for leftover in (Path(f"{session_file}.lock"), Path(session_file).with_suffix(".log")):
+        leftover.unlink(missing_ok=True)
+    lock.close()
