@@ -3,6 +3,8 @@
 #
 #   ./captalk.sh demo [batch options]   set everything up, then run the main job
 #   ./captalk.sh test [pytest options]  set up what the tests need, then run them all
+#   ./captalk.sh farm JOBS.json --out DIR [--address auto|HOST:PORT] [--workers N] [--no-render]
+#                                       run a job list on Ray (farm/driver.py)
 #   ./captalk.sh setup [--cuda|--cpu]   set-up only (--cuda: CUDA build of torch, kept after)
 #
 # Set-up is idempotent: each environment carries a stamp of what was installed into it,
@@ -136,5 +138,10 @@ case "${1:-}" in
     cd "$ROOT" && exec "$VENV/bin/python" scripts/captalk_batch.py "$@"
     ;;
   test) shift; run_tests "$@" ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  farm)
+    shift
+    setup_backend
+    cd "$ROOT" && exec "$VENV/bin/python" -m farm "$@"
+    ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

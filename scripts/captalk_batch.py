@@ -239,6 +239,14 @@ def command_line_job(args):
                           str(Path(args.motion).resolve()) if args.motion else "")
 
 
+def check_files_exist(job, where: str) -> None:
+    prefix = f"{where}: " if where else ""
+    for kind, path in (("audio", str(job.audio)), ("FLAME", job.rig if job.rig not in ("", "open") else ""),
+                       ("motion", job.motion)):
+        if path and not Path(path).is_file():
+            raise errors().BadInput(f"{prefix}{kind} file not found: {path}")
+
+
 def check_job(job, where: str) -> None:
     check_audio_file(job.audio, where)
     load_schedule_entries(list(job.schedule), where)
@@ -552,20 +560,30 @@ def plan_job_run(args, jobs, base: str, out: Path, checkpoint: Path | None):
     planned = [(job, batch_jobs.outputs_of(out, job.name, args.render),
                 batch_jobs.job_record(job, model_record(job, checkpoint_digest), scene_digest, settings))
                for job in jobs]
+    return batch_jobs.plan_run(planned, out, args.overwrite, args.skip_existing)
+
+
+def check_outputs_are_not_inputs(args, jobs, base: str, out: Path) -> None:
+    batch_jobs = jobs_module()
     inputs = [Path(base)] if base else []
     inputs += [Path(p) for job in jobs for p in (job.audio, job.rig, job.motion) if p not in ("", "open")]
     if args.jobs:
         inputs.append(Path(args.jobs).resolve())
-    batch_jobs.check_not_inputs([(job.name, p) for job, outputs, _ in planned for p in outputs.files()], inputs)
-    return batch_jobs.plan_run(planned, out, args.overwrite, args.skip_existing)
+    outputs = [(job.name, p) for job in jobs for p in batch_jobs.outputs_of(out, job.name, args.render).files()]
+    batch_jobs.check_not_inputs(outputs, inputs)
 
 
 def run_jobs(args, base: str, out: Path) -> int:
     batch_jobs = jobs_module()
     defaults = command_line_job(args)
     jobs = batch_jobs.read_job_list(Path(args.jobs).resolve(), defaults) if args.jobs else [defaults]
-    for number, job in enumerate(jobs, start=1):  # all checked before the first one changes anything
-        check_job(job, f"job {number} ({job.name})" if args.jobs else "")
+    where = [f"job {number} ({job.name})" if args.jobs else "" for number, job in enumerate(jobs, start=1)]
+    # all checked before the first one changes anything: the files first, then their content
+    for job, place in zip(jobs, where):
+        check_files_exist(job, place)
+    check_outputs_are_not_inputs(args, jobs, base, out)
+    for job, place in zip(jobs, where):
+        check_job(job, place)
     shard = batch_jobs.parse_shard(args.shard) if args.shard else None
     selected = batch_jobs.select_shard(jobs, shard)
     checkpoint = checkpoint_of(args) if any(not job.motion for job in selected) else None

@@ -283,10 +283,11 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def folder_digest(folder: str | os.PathLike) -> str:
-    """sha256 over the names and contents of the files directly in ``folder`` (a checkpoint)."""
+    """sha256 over the names and contents of what a checkpoint folder's model is loaded
+    from (its manifest and weights; training logs and state left out)."""
     digest = hashlib.sha256()
     for path in sorted(Path(folder).iterdir()):
-        if path.is_file() and not path.name.startswith("."):
+        if path.is_file() and (path.name == "captalk.json" or path.suffix == ".safetensors"):
             digest.update(path.name.encode() + b"\0" + file_sha256(path).encode() + b"\0")
     return digest.hexdigest()
 
