@@ -413,8 +413,11 @@ def append_manifest(path: Path, entry: ManifestEntry) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (entry.to_json() + "\n").encode()
-    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
     try:
+        size = os.fstat(handle).st_size
+        if size and os.pread(handle, 1, size - 1) != b"\n":  # a line cut by a crash: start a new one
+            line = b"\n" + line
         os.write(handle, line)
     finally:
         os.close(handle)
