@@ -607,13 +607,19 @@ def run_jobs(args, base: str, out: Path) -> int:
             return batch_jobs.ManifestEntry(job.name, status, outputs.relative(out) if status == "done" else {},
                                             dict(timings or {}, total_s=round(time.perf_counter() - started, 3)),
                                             error, record["digest"], shard_text)
+        def stopped(message: str) -> str:
+            batch_jobs.append_manifest(manifest, entry("cancelled", message))
+            return f"{message} during job '{job.name}' ({number} of {len(to_run)}). {resume_hint(args)}"
+
+        def abort() -> None:  # a signal during the render ends the process from its frame hook
+            print(f"CapTalk: {stopped(f'stopped by {STOPPER.signal_name}')}", file=sys.stderr)
+
+        STOPPER.cleanups.append(abort)
         try:
             set_up_job(bpy.context, job)
             timings = animate(args, checkpoint, outputs, motion=job.motion, record=record)
         except errors().Cancelled as exc:
-            batch_jobs.append_manifest(manifest, entry("cancelled", str(exc)))
-            raise errors().Cancelled(f"{exc} during job '{job.name}' ({number} of {len(to_run)}). "
-                                     f"{resume_hint(args)}") from None
+            raise errors().Cancelled(stopped(str(exc))) from None
         except errors().CapTalkError as exc:
             batch_jobs.append_manifest(manifest, entry("failed", str(exc)))
             if not isinstance(exc, errors().BadInput):
@@ -621,6 +627,8 @@ def run_jobs(args, base: str, out: Path) -> int:
             print(f"CapTalk: job '{job.name}' failed: {exc}", file=sys.stderr, flush=True)
             failed.append((job.name, exc))
             continue
+        finally:
+            STOPPER.cleanups.remove(abort)
         batch_jobs.append_manifest(manifest, entry("done", timings={k: round(v, 3) for k, v in timings.items()}))
     done = len(to_run) - len(failed)
     print(f"CapTalk: {done} done, {len(skipped)} skipped, {len(failed)} failed"

@@ -38,12 +38,12 @@ def job_list(folder: Path, lines: list[dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(data_dir, open_head_file):
-    """Head (no CPUs: it only schedules) and two worker nodes of 2 CPUs each, on 127.0.0.1."""
+    """Head (no CPUs: it only schedules) and two worker nodes of 3 CPUs each (after one is lost the other still fits both actors and a Blender step), on 127.0.0.1."""
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, **LOOPBACK})
-    nodes = [cluster.add_node(num_cpus=2, **LOOPBACK) for _ in range(2)]
+    nodes = [cluster.add_node(num_cpus=3, **LOOPBACK) for _ in range(2)]
     cluster.wait_for_nodes()
     yield cluster, nodes
     cluster.shutdown()
@@ -107,7 +107,7 @@ def test_a_killed_node_loses_no_line_and_a_second_run_does_nothing(tmp_path, clu
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "0 to run" in again.stdout and "0 done, 4 skipped, 0 failed" in again.stdout
     assert set(outputs_of(out)) == expected
-    cluster_.add_node(num_cpus=2, **LOOPBACK)  # for the next test
+    cluster_.add_node(num_cpus=3, **LOOPBACK)  # for the next test
 
 
 def test_a_bad_line_is_reported_and_the_others_finish(tmp_path, cluster, tiny_checkpoint):

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -521,6 +522,8 @@ def test_an_interrupt_leaves_only_whole_files_and_says_how_to_resume(tmp_path, a
     lines = []
     try:
         wait_for_line(process, stage, lines)
+        if stage == "rendering frames":  # Blender's own per-frame lines are buffered: wait into the render
+            time.sleep(3)
         process.send_signal(stop)
         rest, _ = process.communicate(timeout=120)
     finally:
