@@ -129,14 +129,28 @@ def check_before_start(args) -> tuple[list[Job], Path, Path]:
     return jobs, checkpoint, out
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(address: str | None) -> bool:
+    host = (address or "").rsplit(":", 1)[0].strip("[]")
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
 def start_ray(args):
+    if not args.address or is_loopback(args.address):
+        # Ray turns 127.0.0.1 into this machine's outward address (to be reachable from other
+        # nodes) unless told it is not part of a multi-machine cluster: a cluster here stays
+        # on loopback. Read when ray is imported.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
     env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)}
     options = dict(runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False,
                    logging_level="WARNING")
     if args.address:
-        ray.init(address=args.address, **options)
+        loopback = {"_node_ip_address": "127.0.0.1"} if is_loopback(args.address) else {}
+        ray.init(address=args.address, **loopback, **options)
     else:  # on this machine only: loopback addresses
         ray.init(_node_ip_address="127.0.0.1", num_cpus=args.cpus, **options)
     return ray

@@ -88,10 +88,14 @@ def test_an_unwritable_out_is_refused_and_nothing_is_left(tmp_path):
 
 def test_staged_outputs_appear_together_or_not_at_all(tmp_path):
     finals = [tmp_path / "x.mp4", tmp_path / "x.blend", tmp_path / "x_motion.npz"]
-    stale = tmp_path / ".x.blend.dead.partial.blend@"  # left by a killed process
-    stale.write_text("old")
+    stale = [tmp_path / ".x.blend.dead.partial.blend@",  # left by killed processes: Blender's, atomic_write's
+             tmp_path / "..x_motion.npz.dead.partial.npz.k3j2.npz"]
+    for path in stale:
+        path.write_text("old")
+    (tmp_path / ".x.mp4-notes").write_text("not ours")
     stage = StagedOutputs(finals)
-    assert not stale.exists()
+    assert not any(path.exists() for path in stale)
+    (tmp_path / ".x.mp4-notes").unlink()
     for final in finals[:2]:
         stage.path(final).write_text("new")
     with pytest.raises(RuntimeError, match="not written"):

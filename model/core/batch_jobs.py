@@ -341,13 +341,14 @@ def temporary_name(final: Path) -> Path:
 
 
 def stale_temporaries(final: Path) -> list[Path]:
-    """Temporary files of ``final`` left by a process that was killed (also Blender's own
-    ``<file>@`` beside a temporary .blend)."""
+    """Temporary files of ``final`` left by a process that was killed: ours, Blender's own
+    ``<file>@`` beside a temporary .blend, and the writers' own temporaries of ours
+    (`model.core.atomic.atomic_write` names them ``.<our temporary>.<random>``)."""
     folder = final.parent
     if not folder.is_dir():
         return []
-    prefix = f".{final.name}."
-    return sorted(p for p in folder.iterdir() if p.name.startswith(prefix) and TEMP_MARK in p.name)
+    prefixes = (f".{final.name}.", f"..{final.name}.")
+    return sorted(p for p in folder.iterdir() if p.name.startswith(prefixes) and TEMP_MARK in p.name)
 
 
 class StagedOutputs:
