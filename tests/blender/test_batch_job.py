@@ -189,7 +189,7 @@ def test_the_job_keys_the_rig_on_the_scene_frames_and_leaves_the_artist_actions(
 
     root = batch_runs["root"]
     assert {p.name for p in (root / "out1").iterdir()} == {"captalk_demo.blend", "captalk_demo_motion.npz",
-                                                           "captalk_demo.mp4"}
+                                                           "captalk_demo.mp4", "manifest.jsonl"}
     scene, mesh, armature, strips = open_blend(root / "out1" / "captalk_demo.blend")
     assert (scene.render.fps, round(scene.render.fps_base, 6)) == SCENE_RATE  # never changed
     (strip,) = strips
@@ -205,7 +205,8 @@ def test_running_the_job_again_replaces_only_its_own_result(batch_runs):
     from captalk_test_utils import describe_action
 
     root = batch_runs["root"]
-    assert {p.name for p in (root / "out2").iterdir()} == {"captalk_demo.blend", "captalk_demo_motion.npz"}
+    assert {p.name for p in (root / "out2").iterdir()} == {"captalk_demo.blend", "captalk_demo_motion.npz",
+                                                           "manifest.jsonl"}
     scene, mesh, armature, strips = open_blend(root / "out2" / "captalk_demo.blend")
     (strip,) = strips  # the same sound strip, not a second one
     assert captalk_results() == [(f"CapTalk {strip.name} bones", strip.name),
@@ -265,7 +266,8 @@ def test_a_job_list_writes_each_job_from_the_same_scene(tmp_path, addon, data_di
     result = run_batch("--jobs", str(jobs), "--out", str(out), "--checkpoint", str(tiny_checkpoint[1]), "--no-render",
                        data_dir=data_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert {p.name for p in out.iterdir()} == {"first.blend", "first_motion.npz", "second.blend", "second_motion.npz"}
+    assert {p.name for p in out.iterdir()} == {"first.blend", "first_motion.npz", "second.blend", "second_motion.npz",
+                                               "manifest.jsonl"}
     assert load_motion(out / "first_motion.npz").num_frames == 40
     assert load_motion(out / "second_motion.npz").num_frames == 70
     scene, mesh, armature, strips = open_blend(out / "second.blend")
