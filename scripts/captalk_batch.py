@@ -578,15 +578,15 @@ def run_jobs(args, base: str, out: Path) -> int:
     defaults = command_line_job(args)
     jobs = batch_jobs.read_job_list(Path(args.jobs).resolve(), defaults) if args.jobs else [defaults]
     where = [f"job {number} ({job.name})" if args.jobs else "" for number, job in enumerate(jobs, start=1)]
+    shard = batch_jobs.parse_shard(args.shard) if args.shard else None
+    selected = batch_jobs.select_shard(jobs, shard)
+    checkpoint = checkpoint_of(args) if any(not job.motion for job in selected) else None
     # all checked before the first one changes anything: the files first, then their content
     for job, place in zip(jobs, where):
         check_files_exist(job, place)
     check_outputs_are_not_inputs(args, jobs, base, out)
     for job, place in zip(jobs, where):
         check_job(job, place)
-    shard = batch_jobs.parse_shard(args.shard) if args.shard else None
-    selected = batch_jobs.select_shard(jobs, shard)
-    checkpoint = checkpoint_of(args) if any(not job.motion for job in selected) else None
     to_run, skipped = plan_job_run(args, selected, base, out, checkpoint)
     manifest = Path(args.manifest).resolve() if args.manifest else out / batch_jobs.MANIFEST_NAME
     shard_text = f"{shard[0]}/{shard[1]}" if shard else ""
