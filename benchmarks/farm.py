@@ -114,8 +114,9 @@ def main() -> None:
         f"--resolution {args.resolution}` ({datetime.date.today()}, {minutes:.1f} min)", "",
         f"Machine: {cpu_name()}, {os.cpu_count()} cores; Ray on 127.0.0.1 (embedded, `--cpus` = 2 x workers); "
         f"checkpoint `{Path(args.checkpoint).name}`. {args.lines} lines of {args.seconds:g} s of speech.", "",
-        "*wall*: the whole command, Ray's start and the model loads included. *generate*: per line in the actor "
-        "(model already loaded). *Blender step*: per line, the batch subprocess with --motion (start, scene, "
+        "*wall*: the whole command, Ray's start and the model loads included. *generate*: per line, from its "
+        "submission to an actor until its motion is back (queueing and, for the first lines, the actors' model "
+        "load included). *Blender step*: per line, the batch subprocess with --motion (start, scene, "
         "write, render).", "",
         "| run | render | wall s | lines / min | generate s / line | Blender step s / line |",
         "|---|---|---|---|---|---|",
@@ -124,8 +125,8 @@ def main() -> None:
         cells = "- | -" if generate != generate else f"{generate:.2f} | {blender:.2f}"
         lines.append(f"| {name} | {'yes' if render else 'no'} | {seconds:.1f} | {60 * args.lines / seconds:.1f} "
                      f"| {cells} |")
-    lines += ["", f"One batch process per line (each starts a worker and loads the model) against the farm with "
-              f"1 worker, no render: {saved:+.1f} s per line the farm saves.", ""]
+    lines += ["", f"Time per line saved by the farm (1 worker, no render) against one batch process per line (each "
+              f"starts a worker and loads the model): {saved:+.1f} s (negative: the farm was slower).", ""]
     Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 
