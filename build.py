@@ -33,7 +33,7 @@ MANIFEST = "blender_manifest.toml"
 REQUIRED_FILES = (MANIFEST, "__init__.py")
 REQUIRED_DIRS = ("model/", "captalk_addon/", "operators/", "panels/")
 # Top-level folders and files that are development-only and must never ship.
-FORBIDDEN_TOP = ("tests", "benchmarks", "docs", "dist", "build", "build.py", "data", "recipes", "out")
+FORBIDDEN_TOP = ("tests", "benchmarks", "docs", "dist", "build", "build.py", "data", "recipes", "out", "farm")
 
 # Runs in a fresh interpreter so the install sees only the temporary user folder
 # (bpy reads BLENDER_USER_RESOURCES once, at import). It writes a JSON report rather

@@ -4,6 +4,8 @@
 #   ./captalk.sh demo [batch options]   set everything up, then run the main job
 #   ./captalk.sh test [pytest options]  set up what the tests need, then run them all (with test-ui as root)
 #   ./captalk.sh test-ui [blender52|blender43]  the workflow in real Blender 5.2 LTS / 4.3 UIs (root)
+#   ./captalk.sh farm JOBS.json --out DIR [--address auto|HOST:PORT] [--workers N] [--no-render]
+#                                       run a job list on Ray (farm/driver.py)
 #   ./captalk.sh setup [--cuda|--cpu]   set-up only (--cuda: CUDA build of torch, kept after)
 #
 # Set-up is idempotent: each environment carries a stamp of what was installed into it,
@@ -149,5 +151,10 @@ case "${1:-}" in
     setup_backend
     CAPTALK_UI_OPEN_HEAD="$DATA_DIR/heads/open_head_v1.npz" exec "$ROOT/tests/ui/run.sh" "$@"
     ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  farm)
+    shift
+    setup_backend
+    cd "$ROOT" && exec "$VENV/bin/python" -m farm "$@"
+    ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

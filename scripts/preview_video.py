@@ -5,16 +5,22 @@ resolution already set (see `stills.use_workbench`), on Blender 4.2 to 5.0.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Callable
 
 import bpy
 
 
-def render_mp4(scene, out: Path, frame_start: int, frame_end: int) -> Path:
-    """Render frames [frame_start, frame_end] to ``out`` (.mp4). Changes the scene's output
-    settings and frame range (save the .blend before if they matter). The file appears
-    whole or not at all: Blender writes it under a temporary name first."""
+def render_mp4(scene, out: Path, frame_start: int, frame_end: int,
+               before_frame: Callable[[int], None] | None = None) -> Path:
+    """Render frames [frame_start, frame_end] to ``out`` (.mp4, written as it renders:
+    give a temporary name and rename it when this returns, see
+    `model.core.batch_jobs.StagedOutputs`). Changes the scene's output settings and frame
+    range (save the .blend before if they matter).
+
+    before_frame(frame) is called before each frame is rendered, on the main thread: the
+    one place Python runs during a render, so where an interrupt can act (an exception
+    raised there is only printed by Blender; to stop, the caller ends the process)."""
     from captalk.captalk_addon.compat import use_video_output
 
     render = scene.render
@@ -33,11 +39,17 @@ def render_mp4(scene, out: Path, frame_start: int, frame_end: int) -> Path:
     scene.frame_start, scene.frame_end = frame_start, frame_end
 
     out = Path(out)
-    partial = out.with_name(f".{out.stem}.partial{out.suffix}")  # an extension: Blender adds no frame numbers
-    render.filepath = str(partial)
+    render.filepath = str(out)  # with an extension Blender adds no frame numbers
+
+    def hook(rendered_scene, *_):
+        if rendered_scene == scene:
+            before_frame(rendered_scene.frame_current)
+
+    if before_frame is not None:
+        bpy.app.handlers.render_pre.append(hook)
     try:
         bpy.ops.render.render(animation=True, scene=scene.name)
-        os.replace(partial, out)
     finally:
-        partial.unlink(missing_ok=True)
+        if hook in bpy.app.handlers.render_pre:
+            bpy.app.handlers.render_pre.remove(hook)
     return out

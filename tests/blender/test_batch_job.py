@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +189,7 @@ def test_the_job_keys_the_rig_on_the_scene_frames_and_leaves_the_artist_actions(
 
     root = batch_runs["root"]
     assert {p.name for p in (root / "out1").iterdir()} == {"captalk_demo.blend", "captalk_demo_motion.npz",
-                                                           "captalk_demo.mp4"}
+                                                           "captalk_demo.mp4", "manifest.jsonl"}
     scene, mesh, armature, strips = open_blend(root / "out1" / "captalk_demo.blend")
     assert (scene.render.fps, round(scene.render.fps_base, 6)) == SCENE_RATE  # never changed
     (strip,) = strips
@@ -203,7 +205,8 @@ def test_running_the_job_again_replaces_only_its_own_result(batch_runs):
     from captalk_test_utils import describe_action
 
     root = batch_runs["root"]
-    assert {p.name for p in (root / "out2").iterdir()} == {"captalk_demo.blend", "captalk_demo_motion.npz"}
+    assert {p.name for p in (root / "out2").iterdir()} == {"captalk_demo.blend", "captalk_demo_motion.npz",
+                                                           "manifest.jsonl"}
     scene, mesh, armature, strips = open_blend(root / "out2" / "captalk_demo.blend")
     (strip,) = strips  # the same sound strip, not a second one
     assert captalk_results() == [(f"CapTalk {strip.name} bones", strip.name),
@@ -263,7 +266,8 @@ def test_a_job_list_writes_each_job_from_the_same_scene(tmp_path, addon, data_di
     result = run_batch("--jobs", str(jobs), "--out", str(out), "--checkpoint", str(tiny_checkpoint[1]), "--no-render",
                        data_dir=data_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert {p.name for p in out.iterdir()} == {"first.blend", "first_motion.npz", "second.blend", "second_motion.npz"}
+    assert {p.name for p in out.iterdir()} == {"first.blend", "first_motion.npz", "second.blend", "second_motion.npz",
+                                               "manifest.jsonl"}
     assert load_motion(out / "first_motion.npz").num_frames == 40
     assert load_motion(out / "second_motion.npz").num_frames == 70
     scene, mesh, armature, strips = open_blend(out / "second.blend")
@@ -350,3 +354,188 @@ def test_in_process_gives_the_workers_motion(tmp_path, addon, data_dir, open_hea
         assert ("in this process" in result.stdout) == (mode == "in-process")
         motions.append(load_motion(out / "captalk_demo_motion.npz").motion)
     np.testing.assert_allclose(motions[0], motions[1], atol=1e-4)
+
+
+# ----------------------------------------------------------------- data safety (issue 20 item 2)
+def tree(folder: Path) -> dict:
+    """{relative path: sha256} of every file under ``folder`` (hidden ones included)."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def no_traceback(result) -> None:
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+def test_a_non_blend_scene_and_an_unwritable_out_are_bad_input_before_anything(tmp_path, data_dir):
+    (tmp_path / "scene.txt").write_text("not a scene")
+    result = run_batch("--blend", str(tmp_path / "scene.txt"), "--out", str(tmp_path / "out"), data_dir=data_dir)
+    assert result.returncode == 2 and "not a .blend file" in result.stderr
+    no_traceback(result)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for out in (blocker / "out", Path("/proc/captalk-out")):  # under a file; a file system nobody writes (root too)
+        result = run_batch("--out", str(out), data_dir=data_dir)
+        assert result.returncode == 2 and "--out" in result.stderr, result.stderr[-2000:]
+        no_traceback(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "scene.txt"]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"seed": "3"}, '"seed" must be a whole number'),
+    ({"seed": True}, '"seed" must be a whole number'),
+    ({"seed": 2 ** 64}, '"seed" must be from 0'),
+    ({"start_frame": 1.5}, '"start_frame" must be a whole number'),
+    ({"style": 5}, '"style" must be a string'),
+    ({"schedule": "later"}, '"schedule" must be a list'),
+    ({"schedule": [3]}, '"schedule" must be a list of'),
+    ({"name": "../x"}, "leads outside --out"),
+    ({"name": "/tmp/x"}, "absolute path"),
+    ({"name": ".hidden"}, "hidden"),
+    ({"name": ""}, "non-empty"),
+])
+def test_job_list_values_of_the_wrong_kind_stop_the_run_before_the_first_job(tmp_path, data_dir, entry, message):
+    (tmp_path / "a.wav").write_bytes(b"")  # never read: the list is refused first
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps([{"audio": "a.wav", "name": "first"}, {"audio": "a.wav", "name": "second", **entry}]))
+    out = tmp_path / "out"
+    result = run_batch("--jobs", str(jobs), "--out", str(out), data_dir=data_dir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "job 2" in result.stderr and message in result.stderr, result.stderr[-2000:]
+    no_traceback(result)
+    assert not out.exists() and not (tmp_path.parent / "x.blend").exists()
+
+
+def test_names_that_would_share_files_are_refused(tmp_path, data_dir):
+    (tmp_path / "a.wav").write_bytes(b"")
+    jobs = tmp_path / "jobs.json"
+    for names in (["x", "./x"], ["Line", "line"], ["a//b", "a/b"]):
+        jobs.write_text(json.dumps([{"audio": "a.wav", "name": n} for n in names]))
+        result = run_batch("--jobs", str(jobs), "--out", str(tmp_path / "out"), data_dir=data_dir)
+        assert result.returncode == 2 and "names must be unique" in result.stderr, (names, result.stderr[-2000:])
+        no_traceback(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_job_named_after_the_scene_never_overwrites_it(tmp_path, addon, data_dir):
+    """shot01.wav beside shot01.blend, --out the same folder: the job would write shot01.blend."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot01.blend"), copy=True)
+    short_speech(tmp_path / "shot01.wav", 0.4)
+    (tmp_path / "jobs.json").write_text(json.dumps([{"audio": "shot01.wav"}]))
+    before = tree(tmp_path)
+    result = run_batch("--blend", str(tmp_path / "shot01.blend"), "--jobs", str(tmp_path / "jobs.json"), "--out",
+                       str(tmp_path), data_dir=data_dir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "one of the inputs" in result.stderr and "shot01" in result.stderr
+    no_traceback(result)
+    assert tree(tmp_path) == before
+
+
+@needs_audio
+def test_a_second_run_never_replaces_outputs_silently(tmp_path, addon, data_dir, open_head_file, tiny_checkpoint):
+    from captalk.model.core.motion_file import load_motion
+
+    short_speech(tmp_path / "a.wav", 0.8)
+    short_speech(tmp_path / "b.wav", 0.6)
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps([{"name": "one", "audio": "a.wav"}, {"name": "two", "audio": "b.wav"}]))
+    out = tmp_path / "out"
+    common = ("--jobs", str(jobs), "--out", str(out), "--checkpoint", str(tiny_checkpoint[1]), "--no-render")
+    first = run_batch(*common, data_dir=data_dir)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    written = tree(out)
+    assert set(written) == {"one.blend", "one_motion.npz", "two.blend", "two_motion.npz", "manifest.jsonl"}
+
+    again = run_batch(*common, data_dir=data_dir)  # no flag: refused, nothing touched
+    assert again.returncode == 2 and "--skip-existing" in again.stderr and "--overwrite" in again.stderr
+    no_traceback(again)
+    assert tree(out) == written
+
+    skip = run_batch(*common, "--skip-existing", data_dir=data_dir)
+    assert skip.returncode == 0, skip.stderr[-3000:]
+    assert skip.stdout.count("skipping") == 2 and "0 done, 2 skipped" in skip.stdout
+    assert {k: v for k, v in tree(out).items() if k != "manifest.jsonl"} == \
+        {k: v for k, v in written.items() if k != "manifest.jsonl"}
+
+    other_seed = run_batch(*common, "--skip-existing", "--seed", "7", data_dir=data_dir)  # other inputs: not "done"
+    assert other_seed.returncode == 2 and "made from other inputs" in other_seed.stderr
+    replaced = run_batch(*common, "--skip-existing", "--overwrite", "--seed", "7", data_dir=data_dir)
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert load_motion(out / "one_motion.npz").meta["batch_record"]["inputs"]["seed"] == 7
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [(e["job"], e["status"]) for e in manifest] == [("one", "done"), ("two", "done"), ("one", "skipped"),
+                                                          ("two", "skipped"), ("one", "done"), ("two", "done")]
+    assert manifest[0]["outputs"] == {"blend": "one.blend", "motion": "one_motion.npz"}
+    assert manifest[0]["timings"]["total_s"] > 0 and manifest[0]["error"] is None
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+@needs_audio
+def test_strip_names_that_clean_to_one_file_name_keep_their_own_files(tmp_path, addon, data_dir, open_head_file,
+                                                                     tiny_checkpoint):
+    from captalk.captalk_addon.sequencer import add_sound_strip
+    from captalk.model.core.motion_file import load_motion
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    assert bpy.ops.captalk.add_open_head() == {"FINISHED"}
+    scene = bpy.context.scene
+    scene.captalk.target_rig = bpy.context.active_object
+    for number, name in enumerate(("line.01", "line_01")):
+        add_sound_strip(scene, str(short_speech(tmp_path / f"s{number}.wav", 0.4 + 0.2 * number)), 1 + 30 * number,
+                        channel=number + 1, name=name)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "two.blend"), copy=True)
+    out = tmp_path / "out"
+    result = run_batch_on(tmp_path / "two.blend", "--all-strips", "--name", "d", "--out", str(out), "--checkpoint",
+                          str(tiny_checkpoint[1]), "--no-render", data_dir=data_dir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    motions = sorted(p for p in out.iterdir() if p.name.startswith("d_motion_"))
+    assert len(motions) == 2
+    assert sorted(load_motion(p).meta["strip"] for p in motions) == ["line.01", "line_01"]
+
+
+def wait_for_line(process, text: str, lines: list) -> None:
+    for line in process.stdout:
+        lines.append(line)
+        if text in line:
+            return
+    raise AssertionError("".join(lines[-40:]) + f"\n(never printed {text!r})")
+
+
+@needs_audio
+@pytest.mark.parametrize("stage, stop", [("generating", signal.SIGINT), ("rendering frames", signal.SIGINT),
+                                         ("rendering frames", signal.SIGTERM)])
+def test_an_interrupt_leaves_only_whole_files_and_says_how_to_resume(tmp_path, addon, data_dir, open_head_file,
+                                                                     tiny_checkpoint, stage, stop):
+    """An earlier whole run is in OUT; a run replacing it (--overwrite, another seed) is stopped
+    mid-generation or mid-render: the earlier set stays whole and matching, nothing else is left."""
+    audio = short_speech(tmp_path / "line.wav", 2.4)
+    out = tmp_path / "out"
+    common = ["--audio", str(audio), "--out", str(out), "--checkpoint", str(tiny_checkpoint[1]),
+              "--resolution", "320", "--name", "line"]
+    first = run_batch(*common, "--seed", "1", data_dir=data_dir)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    before = tree(out)
+    process = subprocess.Popen([sys.executable, str(BATCH), *common, "--seed", "2", "--overwrite"],
+                               env=dict(batch_env(data_dir), PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        wait_for_line(process, stage, lines)
+        if stage == "rendering frames":  # Blender's own per-frame lines are buffered: wait into the render
+            time.sleep(3)
+        process.send_signal(stop)
+        rest, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    output = "".join(lines) + rest
+    assert process.returncode == 130, output[-3000:]
+    assert f"stopped by {stop.name}" in output and "--skip-existing" in output, output[-3000:]
+    assert "Traceback" not in output
+    after = tree(out)
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert manifest[-1]["status"] == "cancelled"
+    assert {k: v for k, v in after.items() if k != "manifest.jsonl"} == \
+        {k: v for k, v in before.items() if k != "manifest.jsonl"}  # the earlier set, whole; no temporary files
