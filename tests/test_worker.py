@@ -391,7 +391,7 @@ def test_silence_gives_a_calm_closed_mouth_with_the_default_model(tmp_path):
 
 
 def test_a_worker_that_does_not_answer_is_reported_not_replaced(tiny_checkpoint, tmp_path, monkeypatch):
-    from model.serve import launch
+    from model.link import launch
 
     monkeypatch.setenv("CAPTALK_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
