@@ -23,7 +23,7 @@ MOTION_FPS = 25.0
 DEFAULT_MAX_SECONDS = 30 * 60.0
 
 
-MIN_RATE, MAX_RATE = 8000, 384000  # sample rates read (Hz): telephone audio up to DXD studio masters
+MIN_RATE, MAX_RATE = 4000, 384000  # sample rates read (Hz): old voice recordings up to DXD studio masters
 _BLOCK_BYTES = 4 * 2**20  # decoded at a time: memory follows the 16 kHz mono result, not the file's format
 _STEP_SAMPLES = 2**18  # input samples resampled per call (rounded to the ratio's denominator)
 

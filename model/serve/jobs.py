@@ -69,6 +69,26 @@ class Job:
     size: int = 0  # bytes the payload holds, counted against MAX_PENDING_BYTES until it finishes
 
 
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere a
+    no-op). A job's buffers are freed when it ends, but glibc keeps freed small blocks in
+    its per-thread arenas, so a long-lived worker's resident memory would only ever grow
+    to the largest job's level instead of returning to its idle level."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
 # work(job, progress) -> result; progress(fraction, message) reports; it checks job.cancel
 Work = Callable[[Job, Callable[[float, str], None]], Any]
 
@@ -195,6 +215,8 @@ class JobQueue:
         with self._changed:
             job.result = result
             self._finish(job, state, message)
+        del result
+        release_free_memory()
 
     def _finish(self, job: Job, state: str, message: str) -> None:
         """(lock held) Record the end of ``job`` and forget the oldest finished jobs."""

@@ -50,6 +50,7 @@ PID_MAX = 2**22  # Linux's largest possible pid (pid_max's ceiling)
 # Connections (see `_Connections`): the token is only checked once a request's headers
 # are in, so everything before that is bounded without it.
 MAX_CONNECTIONS = 128  # open at once; more: the oldest still sending its headers is closed
+OWN_DESCRIPTORS = 64  # kept free of connections for the worker's own files (model, audio, /proc)
 REQUEST_TIMEOUT = 10.0  # seconds from connecting to the end of the headers (slowloris)
 MIN_TRANSFER_RATE = 8 * 2**20  # bytes/s a body or an answer must at least move at, on top of REQUEST_TIMEOUT
 SOCKET_TIMEOUT = 30.0  # seconds one read or write may stall
@@ -189,7 +190,7 @@ class Worker:
             options = GenerationOptions(**request.options)
             schedule = parse_schedule(list(request.schedule), request.style, request.emotion)
             source = request.audio_path if request.audio_path is not None else request.audio_bytes
-            if request.audio_path is not None and not os.path.isfile(request.audio_path):
+            if request.audio_path is not None and not os.path.exists(request.audio_path):  # the loader refuses the rest
                 raise AudioError(f"'{request.audio_path}': no such file (the worker reads it as user "
                                  f"{_user_name()}, on this machine)")
             samples = crop_audio(load_audio(source, max_seconds=self.config.limits.max_audio_seconds),
@@ -258,6 +259,13 @@ class _Connections:
             self._open[id(sock)] = _Connection(sock, now, now + REQUEST_TIMEOUT)
             return True
 
+    def evict_waiting(self) -> None:
+        """Close the oldest connection still sending its headers, if any (out of descriptors)."""
+        with self._lock:
+            waiting = [c for c in self._open.values() if not c.closed and not c.headers_done]
+            if waiting:
+                self._close(min(waiting, key=lambda c: c.opened))
+
     def get(self, sock: socket.socket) -> _Connection | None:
         with self._lock:
             return self._open.get(id(sock))
@@ -294,6 +302,25 @@ _BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\
          b'{"error": "the worker has too many open connections; try again shortly"}')
 
 
+def connection_limit() -> int:
+    """MAX_CONNECTIONS, or fewer where the descriptor limit would not leave OWN_DESCRIPTORS
+    for the worker's own files (a connection is a descriptor). The soft limit is raised to
+    the hard one first, as far as MAX_CONNECTIONS needs."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_CONNECTIONS + 2 * OWN_DESCRIPTORS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        except (ValueError, OSError):
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(4, min(MAX_CONNECTIONS, soft - OWN_DESCRIPTORS))
+
+
 class _Server(ThreadingHTTPServer):
     """ThreadingHTTPServer with bounded connections (`_Connections`): at most
     MAX_CONNECTIONS handler threads, none held by a client that sends nothing."""
@@ -303,7 +330,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], worker: "Worker"):
         self.worker = worker
-        self.connections = _Connections(MAX_CONNECTIONS)
+        self.connections = _Connections(connection_limit())
         self.intake = threading.Semaphore(1)  # one submitted body read, decoded and checked at a time
         super().__init__(address, _Handler)
 
@@ -312,7 +339,10 @@ class _Server(ThreadingHTTPServer):
             return super().get_request()
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                time.sleep(0.1)  # out of descriptors: the listener stays readable, don't spin on it
+                # out of descriptors: free one for the next accept, and don't spin on the
+                # listener, which stays readable while the connection waits in the backlog
+                self.connections.evict_waiting()
+                time.sleep(0.05)
             raise
 
     def verify_request(self, request, client_address) -> bool:
@@ -449,9 +479,9 @@ class _Handler(BaseHTTPRequestHandler):
         values = self.headers.get_all("Content-Length") or []
         if not values:
             raise RequestError("a request body needs a Content-Length", 411)
-        if len(set(values)) > 1 or not re.fullmatch(r"[0-9]{1,15}", values[0].strip()):
+        if len(set(values)) > 1 or not re.fullmatch(r"[0-9]{1,100}", values[0].strip()):
             self.close_connection = True  # the body's end is unknown: never read it
-            raise RequestError(f"Content-Length must be one whole number of bytes, got {', '.join(values)!r}")
+            raise RequestError(f"Content-Length must be one whole number of bytes, got {', '.join(values)[:100]!r}")
         length = int(values[0])
         if length > limit:
             self.close_connection = True  # the body is never read
@@ -560,6 +590,11 @@ def serve(config: ServerConfig) -> None:
     except BlockingIOError:
         raise WorkerStartError(f"a worker for this checkpoint and device is already running or starting "
                                f"(session file {session_file})") from None
+    # torch makes its compiler cache folder on import (in $TMPDIR by default): keep it with
+    # CapTalk's other caches instead of leaving a folder in the system's temp space
+    from ..core.paths import shared_data_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(shared_data_dir() / "cache" / "torch"))
     if config.threads:
         import torch
 
