@@ -206,7 +206,8 @@ def _decode(stream, name: str, max_seconds: float) -> np.ndarray:
         raise too_long(stream.frames)
     resampler = Resampler(rate, SAMPLE_RATE)
     block = max(1, _BLOCK_BYTES // (4 * max(1, channels)))
-    pieces, decoded = [], 0
+    result = _Filling(-(-max(0, stream.frames) * resampler.up // resampler.down))  # the header's length
+    decoded = 0
     try:
         while True:
             data = stream.read(block, dtype="float32", always_2d=True)  # (frames, channels)
@@ -218,12 +219,32 @@ def _decode(stream, name: str, max_seconds: float) -> np.ndarray:
             mono = data[:, 0] if channels == 1 else data.mean(axis=1)
             if not np.isfinite(mono).all():
                 raise AudioError(f"{name}: contains NaN or infinite samples; re-export it from your editor")
-            pieces += resampler.push(mono)
+            result.add(resampler.push(mono))
     except (RuntimeError, OSError, soundfile.LibsndfileError) as exc:
         raise AudioError(f"{name}: not a readable audio file ({_reason(exc)})") from None
     if decoded == 0:
         raise AudioError(f"{name}: contains no samples")
-    return np.concatenate(pieces + resampler.finish())
+    result.add(resampler.finish())
+    return result.array()
+
+
+class _Filling:
+    """Output pieces written into one array of the expected length, so the result is not
+    held twice (pieces, then their concatenation); more than expected is appended."""
+
+    def __init__(self, expected: int):
+        self.out, self.filled, self.extra = np.empty(expected, np.float32), 0, []
+
+    def add(self, pieces: list[np.ndarray]) -> None:
+        for piece in pieces:
+            fits = min(piece.size, self.out.size - self.filled)
+            self.out[self.filled:self.filled + fits] = piece[:fits]
+            self.filled += fits
+            if fits < piece.size:
+                self.extra.append(piece[fits:])
+
+    def array(self) -> np.ndarray:
+        return np.concatenate([self.out[:self.filled], *self.extra]) if self.extra else self.out[:self.filled]
 
 
 def crop_audio(samples: np.ndarray, start: float = 0.0, end: float | None = None) -> np.ndarray:
