@@ -95,13 +95,17 @@ def status_of(pid: int) -> dict:
 def abused(tiny_checkpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp("abused")
     process, _ = launch(tiny_checkpoint[1], folder, "--max-body-mb", str(MAX_BODY_MB))
-    client = WorkerClient(read_session(folder / "worker.json"))
-    # warm up every path the abuse takes (imports, caches, first job), then measure
-    client.generate(_request_object(SPEECH))
-    for body in (b"{", b"[]", json.dumps({"audio_path": str(SPEECH), "style": "calm", "emotion": "happy"}).encode()):
-        post(client.session.port, client.session.token, body)
-    wait_idle(client)
-    baseline = settled(process.pid, lambda s: True)
+    try:
+        client = WorkerClient(read_session(folder / "worker.json"))
+        # warm up every path the abuse takes (imports, caches, first job), then measure
+        client.generate(_request_object(SPEECH))
+        for body in (b"{", b"[]", json.dumps({"audio_path": str(SPEECH), "style": "calm"}).encode()):
+            post(client.session.port, client.session.token, body)
+        wait_idle(client)
+        baseline = settled(process.pid, lambda s: True)
+    except BaseException:
+        stop(process)
+        raise
     print(f"\nworker baseline after warm-up: {baseline}")
     yield Abused(process, client, folder, baseline)
     stderr = stop(process)
@@ -255,6 +259,30 @@ def test_body_lengths_that_lie_are_refused(abused, headers, body, status, messag
     head, _, payload = reply.partition(b"\r\n\r\n")
     assert head.split()[1] == str(status).encode(), reply[:300]
     assert message in json.loads(payload)["error"]
+
+
+def raw_exchange(port: int, data: bytes) -> tuple[int, dict]:
+    """Send ``data`` as is; (status, JSON reply) of what comes back before the worker closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as raw:
+        raw.sendall(data)
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # a TLS hello
+    (b"GET /health HTTP/2.0\r\n\r\n", 505),
+    (b"PUT /health HTTP/1.1\r\n\r\n", 501),
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET /health HTTP/1.1\r\n" + b"X-Pad: y\r\n" * 101 + b"\r\n", 431),
+    (b"GET /health HTTP/1.1\r\nX-Long: " + b"y" * 70_000 + b"\r\n\r\n", 431),
+])
+def test_requests_http_itself_refuses_are_answered_in_json(abused, data, status):
+    got, reply = raw_exchange(abused.port, data)
+    assert got == status and reply["error"]
 
 
 def test_two_different_content_lengths_are_refused(abused):
@@ -646,6 +674,26 @@ def test_cancel_during_speech_encoding_stops_the_job(abused, tmp_path):
     messages += [e["message"] for e in events]
     assert state == "cancelled" and "cancelled after 0 of" in result["error"]
     assert messages[-2] == "encoding speech" and "encoding captions" not in messages, messages
+
+
+def test_cancel_during_caption_encoding_stops_the_job(abused, tmp_path):
+    """60 s of speech with 700 caption sections (each its own text to encode): a cancel
+    while the captions are encoded stops the job there, before the first window."""
+    clip = tmp_path / "minute.wav"
+    soundfile.write(clip, speech_seconds(60.0), SAMPLE_RATE)
+    schedule = [{"start": round(0.08 * i, 2), "emotion": f"mood number {i}"} for i in range(700)]
+    job, _ = abused.client.submit(_request_object(clip, schedule=tuple(schedule)))
+    after, messages = 0, []
+    while "encoding captions" not in messages:
+        events, state = abused.client.events(job, after)
+        assert state in ("queued", "running")
+        after = events[-1]["seq"] if events else after
+        messages += [e["message"] for e in events]
+    abused.client.cancel(job)
+    state, events, result = follow(abused.client, job)
+    messages += [e["message"] for e in events]
+    assert state == "cancelled" and messages[-2] == "encoding captions", messages
+    assert not any(m.startswith("window") for m in messages)
 
 
 # ---------------------------------------------------------------------------- slow and idle clients

@@ -48,14 +48,15 @@ class Resampler:
     one step of input plus the filter's reach is held at a time."""
 
     def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE):
-        from scipy.signal import firwin
-
         divisor = gcd(int(rate_in), int(rate_out))
         self.up, self.down = int(rate_out) // divisor, int(rate_in) // divisor
         self.identity = self.up == self.down
         half_len = 10 * max(self.up, self.down)  # resample_poly's own filter design
-        self.taps = None if self.identity else firwin(2 * half_len + 1, 1.0 / max(self.up, self.down),
-                                                      window=("kaiser", 5.0)).astype(np.float32)
+        self.taps = None
+        if not self.identity:  # scipy only when resampling: Blender's Python has none
+            from scipy.signal import firwin
+
+            self.taps = firwin(2 * half_len + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0)).astype(np.float32)
         # input samples the filter reaches either side of an output, rounded to whole ratio periods
         self.pad = -(-(half_len // self.up + 2) // self.down) * self.down
         self.step = max(1, _STEP_SAMPLES // self.down) * self.down

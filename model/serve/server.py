@@ -380,6 +380,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002
         pass  # one line per poll would bury the worker's own messages
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, too many or too long headers,
+        an unsupported method or HTTP version) as JSON like every other answer."""
+        self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # an unparsable line is no HTTP/0.9 client: answer with a status line
+        reason = message or self.responses.get(code, ("error",))[0]
+        self._send(code, {"error": f"{reason} (the worker speaks HTTP/1.x with JSON bodies)"})
+
     @property
     def worker(self) -> Worker:
         return self.server.worker
