@@ -44,7 +44,8 @@ def child(device: str, threads: int, repeat: int, spawned_at: float) -> dict:
 
     torch.set_num_threads(threads)
     from model.evaluate.speed import measure_speed
-    from model.generate import GenerationOptions, Generator
+    from model.core.contract import GenerationOptions
+    from model.generate import Generator
     from model.machine import process_memory_mb
     from model.core.schedule import parse_schedule
     from speech_source import speech

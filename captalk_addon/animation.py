@@ -23,12 +23,12 @@ import bpy
 import numpy as np
 
 from ..model.core.timeline import RigAnimation, SceneRate, rig_animation
+from .compat import SLOTTED_ACTIONS
 from ..model.core.errors import BadInput
 
 PROP_STRIP = "captalk_strip"  # on CapTalk's actions: the sound strip they were generated for
 PROP_TARGET = "captalk_target"  # "shape_keys" or "bones"
 TRACK_NAME = "CapTalk"
-SLOTTED = bpy.app.version >= (4, 4, 0)
 _LINEAR = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
 LINEAR_INTERPOLATION = _LINEAR  # Keyframe.interpolation's value for LINEAR, as foreach_get/set read it
 
@@ -78,7 +78,7 @@ def write_animation(mesh_object, armature_object, animation: RigAnimation, strip
 
 def action_fcurves(action) -> list:
     """Every F-curve of ``action``, slotted (4.4+: all layers, strips and slots) or classic."""
-    if not SLOTTED:
+    if not SLOTTED_ACTIONS:
         return list(action.fcurves)
     return [fcurve for layer in action.layers for strip in layer.strips for bag in strip.channelbags
             for fcurve in bag.fcurves]
@@ -104,7 +104,7 @@ def new_keyed_action(id_block, id_type: str, name: str, curves) -> tuple:
     curve with its own frames. Slotted on 4.4+ (one slot named after ``id_block``),
     classic on 4.2. Returns (action, slot or None); nothing is assigned or placed."""
     action = bpy.data.actions.new(name)
-    if SLOTTED:
+    if SLOTTED_ACTIONS:
         slot = action.slots.new(id_type=id_type, name=id_block.name)
         channelbag = action.layers.new("CapTalk").strips.new(type="KEYFRAME").channelbag(slot, ensure=True)
         groups = {}

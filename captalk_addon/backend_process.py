@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from ..model.link.launch import explain_failure
+from ..model.link.protocol import JobState
+from .background import BackgroundRun
 from .paths import EXTENSION_ROOT, setup_backend_python
 from .preferences import get_preferences
 from ..model.core.errors import BackendFailure
@@ -72,3 +74,35 @@ class BackendCommand:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class CommandRun(BackgroundRun):
+    """A back-end command as a `BackgroundRun`: done when it exits 0 (``output`` then holds
+    what it printed), failed with its explanation otherwise."""
+
+    def __init__(self, args: list[str], python: str, message: str):
+        super().__init__(message)
+        self.args, self.python = args, python
+        self.command: BackendCommand | None = None
+        self.output = ""
+
+    def start(self) -> "CommandRun":
+        try:
+            self.command = BackendCommand(self.args, self.python)
+        except BackendError as exc:
+            self.fail(exc)
+        return self
+
+    def step(self) -> JobState:
+        if self.state == JobState.RUNNING and self.command.poll() is not None:
+            try:
+                self.output = self.command.finish()
+                self.state, self.fraction = JobState.DONE, 1.0
+            except BackendError as exc:
+                self.fail(exc)
+        return self.state
+
+    def cancel(self) -> None:
+        if self.command is not None:
+            self.command.cancel()
+        self.state = JobState.CANCELLED

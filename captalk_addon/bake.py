@@ -34,6 +34,7 @@ from .animation import (LINEAR_INTERPOLATION, action_fcurves, assign_action, cap
                         new_keyed_action)
 from .rig_builder import PROP_PART, find_rig
 from ..model.core.errors import BadInput
+from .compat import action_slot
 
 PROP_BAKE = "captalk_bake"  # on bake actions: "shape_keys" or "bones"
 BAKE_TRACK = "CapTalk bake"
@@ -376,7 +377,7 @@ def _write_bake(id_block, id_type: str, name: str, kind: str, curves: list, repl
 
 def _stash(data, action) -> None:
     """Keep the artist's active ``action`` (and its slot) on a muted NLA track, untouched."""
-    slot = getattr(data, "action_slot", None)
+    slot = action_slot(data)
     track = data.nla_tracks.new()
     track.name = STASH_TRACK
     strip = track.strips.new(action.name, round(action.frame_range[0]), action)

@@ -15,21 +15,23 @@ takes 2.. are written beside it, muted, as "<strip> take <k>" for the artist to 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import bpy
 
+from ..model.core.contract import GenerationOptions, GenerationRequest
 from ..model.core.motion_file import MotionClip
-from ..model.link.launch import WorkerSpec
-from ..model.link.protocol import GenerationRequest
+from ..model.core.schedule import ScheduleError
 from ..model.core.timeline import SceneRate, StripTiming, TimelineError, caption_schedule, channel_layout, strip_timing
+from ..model.link.launch import WorkerSpec
+from ..model.link.protocol import JobState
+from .background import BackgroundRun
 from .animation import PROP_STRIP, animate_rig, captalk_strips, remove_result
-from .properties import section_entries
+from .sections import section_entries
 from .worker import Failed, Finished, GenerationTask, Progress
 from .rig_builder import PROP_MODEL_ID, find_rig
-from .sequencer import strip_collection
+from .compat import strip_collection, strip_frames
 from ..model.core.errors import BadInput
 
 TAKE_SEPARATOR = " take "
@@ -62,7 +64,7 @@ def strips_to_generate(scene) -> list:
         strips = [active]
     if not strips:
         raise GenerationSetupError("Select the sound strip(s) to animate in the Video Sequencer")
-    return sorted(strips, key=lambda s: (s.frame_final_start, s.name))
+    return sorted(strips, key=lambda s: (strip_frames(s).left, s.name))
 
 
 def rig_for(scene, strip) -> tuple:
@@ -97,22 +99,23 @@ def plan_jobs(scene) -> list[StripJob]:
     """One `StripJob` per strip to generate; raises `GenerationSetupError`. Reads only."""
     settings = scene.captalk
     rate = SceneRate.from_blender(scene.render.fps, scene.render.fps_base)
-    options = {"seed": settings.seed, "guidance": settings.guidance, "temperature": settings.temperature,
-               "takes": settings.takes}
+    options = GenerationOptions(seed=settings.seed, guidance=settings.guidance, temperature=settings.temperature,
+                                takes=settings.takes)
     jobs = []
     for strip in strips_to_generate(scene):
         mesh, armature = rig_for(scene, strip)
-        # frame_duration is the sound's length in whole frames; the worker crops to the true end
-        sound_seconds = strip.frame_duration / rate.frames_per_second
+        frames = strip_frames(strip)
+        # content_duration is the sound's length in whole frames; the worker crops to the true end
+        sound_seconds = frames.content_duration / rate.frames_per_second
         try:
-            timing = strip_timing(strip.frame_start, strip.frame_final_start, strip.frame_final_end,
+            timing = strip_timing(frames.content_start, frames.left, frames.right,
                                   getattr(strip, "sound_offset", 0.0), rate, sound_seconds)
             schedule = caption_schedule(section_entries(scene), settings.style, settings.emotion, timing.start_frame,
                                         rate, timing.duration)
-        except TimelineError as exc:
+        except (TimelineError, ScheduleError) as exc:
             raise GenerationSetupError(f"'{strip.name}': {exc}") from None
         request = GenerationRequest(**sound_source(strip), audio_start=timing.audio_start, audio_end=timing.audio_end,
-                                    schedule=tuple(schedule), head_model=mesh.get(PROP_MODEL_ID), options=options,
+                                    schedule=schedule, head_model=mesh.get(PROP_MODEL_ID), options=options,
                                     client=f"Blender {bpy.app.version_string} pid {os.getpid()}: {strip.name}")
         jobs.append(StripJob(scene.name, strip.name, mesh.name, armature.name if armature else None, timing, request))
     return jobs
@@ -165,19 +168,18 @@ def _remove_takes(mesh, armature, strip_name: str, keep: int) -> None:
                 remove_result(id_block, name)
 
 
-class GenerationRun:
+class GenerationRun(BackgroundRun):
     """Jobs sent to the worker one after another off the main thread; `step` (called from a
     timer on the main thread, or in a loop) collects what happened and starts the next.
 
-    state: "running", then "done" (results ready for `apply_results`), "failed" (``error``
-    says why) or "cancelled". Nothing here touches the scene.
+    When the state is DONE, ``results`` are ready for `apply_results`; FAILED: ``error``
+    says why, ``failure`` is the `CapTalkError`. Nothing here touches the scene.
     """
 
     def __init__(self, spec: WorkerSpec, jobs: list[StripJob]):
+        super().__init__()
         self.spec, self.jobs = spec, jobs
         self.results: list[list[MotionClip]] = []
-        self.state, self.fraction, self.message, self.error = "running", 0.0, "starting", ""
-        self.failure: Failed | None = None
         self.backend = ""
         self.task: GenerationTask | None = None
 
@@ -189,10 +191,10 @@ class GenerationRun:
         """Stop now: the worker's job is cancelled in the background; results are dropped."""
         if self.task is not None:
             self.task.cancel()
-        self.state = "cancelled"
+        self.state = JobState.CANCELLED
 
-    def step(self) -> str:
-        if self.state != "running":
+    def step(self) -> JobState:
+        if self.state != JobState.RUNNING:
             return self.state
         done = len(self.results)
         for item in self.task.poll():
@@ -203,25 +205,12 @@ class GenerationRun:
             elif isinstance(item, Finished):
                 self.results.append(item.takes)
                 if len(self.results) == len(self.jobs):
-                    self.state, self.fraction, self.message = "done", 1.0, "writing the animation"
+                    self.state, self.fraction, self.message = JobState.DONE, 1.0, "writing the animation"
                 else:
                     self.task = GenerationTask(self.spec, self.jobs[len(self.results)].request).start()
             elif isinstance(item, Failed):
-                self.state = "cancelled" if item.cancelled else "failed"
+                self.fail(item.error)
                 self.error = f"'{self.jobs[done].strip_name}': {item.message}"
-                self.failure = item
-        return self.state
-
-    def run_here(self, report: Callable[[float, str], None] | None = None, poll_seconds: float = 0.05) -> str:
-        """The whole run, waiting here (background Blender, scripts); ``report(fraction,
-        message)`` hears each new progress message."""
-        self.start()
-        last = None
-        while self.step() == "running":
-            if report is not None and self.message != last:
-                report(self.fraction, self.message)
-                last = self.message
-            time.sleep(poll_seconds)
         return self.state
 
 
@@ -229,18 +218,14 @@ def generate_in_process(jobs: list[StripJob], checkpoint: str | os.PathLike | No
                         report: Callable[[float, str], None] | None = None) -> list[list[MotionClip]]:
     """The jobs' requests run by the model in THIS process: torch loads into Blender, so
     only for headless batch when asked (``--in-process``). Raises the model's own errors
-    (`model.core.audio.AudioError`, `model.checkpoint.CheckpointError`...)."""
-    from ..model.core.audio import crop_audio, load_audio
-    from ..model.generate import GenerationOptions, Generator
-    from ..model.core.schedule import parse_schedule
+    (`model.core.errors.CapTalkError`s: bad audio, a checkpoint that does not fit...)."""
+    from ..model.generate import Generator
+    from ..model.run import check_rig, prepare_request, run_prepared
 
+    prepared = [prepare_request(job.request) for job in jobs]  # bad audio fails before the model loads
     generator = Generator.load(checkpoint, device=device)
     results = []
-    for job in jobs:
-        request = job.request
-        audio = load_audio(request.audio_path if request.audio_path is not None else request.audio_bytes)
-        samples = crop_audio(audio, request.audio_start, request.audio_end)
-        schedule = parse_schedule(list(request.schedule), request.style, request.emotion)
-        takes = generator.generate(samples, schedule, GenerationOptions(**request.options), progress=report)
-        results.append([take.to_clip() for take in (takes if isinstance(takes, list) else [takes])])
+    for request in prepared:
+        check_rig(request.request, generator.manifest)
+        results.append(run_prepared(generator, request, progress=report))
     return results

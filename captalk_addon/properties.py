@@ -8,7 +8,7 @@ saved with the file and restored by undo like any other edit.
 A caption section is tied to a timeline marker by the marker's name (Blender markers have
 no other identity): moving the marker moves the section, deleting it (or renaming it in
 the timeline) leaves the section without a marker, which the panel shows and
-`section_entries` skips. Renaming the section in the panel renames its marker.
+`captalk_addon.sections.section_entries` skips. Renaming the section in the panel renames its marker.
 
 ``window_manager.captalk_job`` (`CAPTALK_PG_job`) is what the panel shows of a
 generation in progress; the generate operator writes it, nothing reads it back from a file.
@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import bpy
 
-from ..model.data.dataset import MAX_CAPTION_CHARS
-from ..model.link.protocol import MAX_TAKES
+from ..model.core.contract import option_specs
+from ..model.core.schedule import MAX_CAPTION_CHARS
+from .compat import strip_type
 from .rig_builder import PROP_PART
+from .sections import find_marker, unique_marker_name
 
 # Scene data may be edited on a library-overridden scene; collections also need insertion.
 _OVERRIDABLE = {"LIBRARY_OVERRIDABLE"}
@@ -30,6 +32,16 @@ EMOTION_DESCRIPTION = ("The emotion on the face and how strong it is (e.g. \"a s
                        "expression\"). Empty: no emotion direction")
 SECTION_EMPTY_RULE = ("Empty keeps the caption in force before this section (write \"neutral\" "
                       "for no particular emotion)")
+
+
+def _option_property(name: str) -> dict:
+    """Keyword arguments of a Blender property for generation option ``name``."""
+    default, spec = option_specs()[name]
+    keywords = {"name": spec.label, "description": spec.description, "default": default, "min": spec.minimum,
+                "max": spec.maximum}
+    if spec.soft_maximum is not None:
+        keywords["soft_max"] = spec.soft_maximum
+    return keywords
 
 
 def is_target_candidate(obj) -> bool:
@@ -43,29 +55,6 @@ def is_target_candidate(obj) -> bool:
 
 def _poll_target_rig(_owner, obj) -> bool:
     return is_target_candidate(obj)
-
-
-def find_marker(scene, name: str):
-    """The timeline marker called ``name`` in ``scene``, or None (deleted or renamed)."""
-    return scene.timeline_markers.get(name) if name else None
-
-
-def marker_name_taken(scene, name: str, own: str = "") -> bool:
-    """Whether a marker or a section of ``scene`` uses ``name`` (a section whose marker is
-    gone still claims its name); ``own``, the current name of a section being renamed, is free."""
-    if name == own:
-        return False
-    return name in scene.timeline_markers or any(s.marker_name == name for s in scene.captalk.sections)
-
-
-def unique_marker_name(scene, base: str, own: str = "") -> str:
-    """``base``, or ``base`` with the first free " 2", " 3"... suffix (see `marker_name_taken`)."""
-    if not marker_name_taken(scene, base, own):
-        return base
-    number = 2
-    while marker_name_taken(scene, f"{base} {number}", own):
-        number += 1
-    return f"{base} {number}"
 
 
 def _get_section_name(section) -> str:
@@ -143,40 +132,11 @@ class CAPTALK_PG_scene(bpy.types.PropertyGroup):
         override={"LIBRARY_OVERRIDABLE", "USE_INSERTION"},
     )
     active_section: bpy.props.IntProperty(name="Active Section", default=0, min=0, override=_OVERRIDABLE)
-    seed: bpy.props.IntProperty(
-        name="Seed",
-        description="Random seed: the same seed, captions and audio give the same motion (take i uses seed + i)",
-        default=0,
-        min=0,
-        override=_OVERRIDABLE,
-    )
-    guidance: bpy.props.FloatProperty(
-        name="Caption Guidance",
-        description="How strongly the captions steer the motion (1: plain conditional, higher: stronger, "
-                    "0: captions ignored)",
-        default=2.0,
-        min=0.0,
-        soft_max=5.0,
-        max=20.0,
-        override=_OVERRIDABLE,
-    )
-    temperature: bpy.props.FloatProperty(
-        name="Temperature",
-        description="Sampling randomness (0: always the likeliest motion, 1: as trained, higher: wilder)",
-        default=1.0,
-        min=0.0,
-        soft_max=2.0,
-        max=5.0,
-        override=_OVERRIDABLE,
-    )
-    takes: bpy.props.IntProperty(
-        name="Takes",
-        description="How many different takes to generate at once (each with its own seed)",
-        default=1,
-        min=1,
-        max=MAX_TAKES,
-        override=_OVERRIDABLE,
-    )
+    # sampling options: names, defaults, bounds and help text are the contract's (`model.core.contract`)
+    seed: bpy.props.IntProperty(**_option_property("seed"), override=_OVERRIDABLE)
+    guidance: bpy.props.FloatProperty(**_option_property("guidance"), override=_OVERRIDABLE)
+    temperature: bpy.props.FloatProperty(**_option_property("temperature"), override=_OVERRIDABLE)
+    takes: bpy.props.IntProperty(**_option_property("takes"), override=_OVERRIDABLE)
 
 
 class CAPTALK_PG_job(bpy.types.PropertyGroup):
@@ -188,32 +148,7 @@ class CAPTALK_PG_job(bpy.types.PropertyGroup):
     backend_status: bpy.props.StringProperty(name="Back End", description="The back end's state, one line")
 
 
-def active_section(scene):
-    """The scene's active caption section, or None when there is none."""
-    settings = scene.captalk
-    if 0 <= settings.active_section < len(settings.sections):
-        return settings.sections[settings.active_section]
-    return None
-
-
-def section_entries(scene) -> list[tuple[int, str, str]]:
-    """(marker frame, style, emotion) per section of ``scene`` whose marker still exists, in
-    the sections' list order (what `model.core.timeline.caption_schedule` takes: there, empty
-    captions keep the previous ones and, on one frame, the later section wins)."""
-    entries = []
-    for section in scene.captalk.sections:
-        marker = find_marker(scene, section.marker_name)
-        if marker is not None:
-            entries.append((marker.frame, section.style, section.emotion))
-    return entries
-
-
 classes = (CAPTALK_PG_section, CAPTALK_PG_scene, CAPTALK_PG_job)
-
-
-def strip_type():
-    """Blender's sequencer strip type: ``Strip`` from 4.4 on, ``Sequence`` before."""
-    return getattr(bpy.types, "Strip", None) or bpy.types.Sequence
 
 
 def attach() -> None:

@@ -31,6 +31,18 @@ RIG_PROPERTIES = (PROP_MODEL_ID, PROP_SIGNATURE, PROP_HEAD_FILE, PROP_PART)
 WEIGHT_EPSILON = 1e-4
 
 
+def add_rig(context, head_file: Path):
+    """Load the head-model file, build its rig in the scene and make it the scene's CapTalk
+    rig when the panel has none yet (so the first Generate has a target). Returns
+    (mesh_object, head). Raises `HeadModelError` / OSError with the scene untouched."""
+    head = HeadModel.load(head_file)
+    mesh_object, _ = create_rig(head, head_file, context)
+    settings = getattr(context.scene, "captalk", None)
+    if settings is not None and settings.target_rig is None:
+        settings.target_rig = mesh_object
+    return mesh_object, head
+
+
 def create_rig(head: HeadModel, head_file: Path, context, name: str | None = None):
     """Create the rig for ``head`` in the active scene; return (mesh_object, armature_object)."""
     name = name or head.name.split(" (")[0]

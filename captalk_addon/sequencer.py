@@ -1,27 +1,21 @@
-"""Sequencer access that works on Blender 4.2 to 5.0 (5.0 renamed `sequences` to `strips`)."""
+"""Sound on the sequencer: checking that Blender can play a file, adding and finding sound strips."""
 from __future__ import annotations
 
 import os
 
 import bpy
 
-
-def strip_collection(scene):
-    """The editable top-level strips of ``scene``'s sequencer (created if needed)."""
-    editor = scene.sequence_editor or scene.sequence_editor_create()
-    return editor.strips if hasattr(editor, "strips") else editor.sequences
+from ..model.core.audio import AudioError
+from ..model.core.errors import MissingPart
+from .compat import strip_collection, strip_frames
 
 
-class AudioError(RuntimeError):
-    """Sound cannot go on the timeline; the message says why and what to do."""
-
-
-class NoAudioSupport(AudioError):
+class NoAudioSupport(MissingPart):
     """This Blender build cannot load sound (PyPI bpy 4.2 is built without Audaspace)."""
 
 
 def check_audio(filepath: str) -> None:
-    """Raise AudioError unless this Blender can decode ``filepath`` into some sound.
+    """Raise `AudioError` (or `NoAudioSupport`) unless this Blender can decode ``filepath`` into some sound.
 
     Blender adds a strip even for a file it cannot decode, so we ask its audio library first.
     """
@@ -48,7 +42,7 @@ def add_sound_strip(scene, filepath: str, frame_start: int, channel: int = 1, na
     check_audio(filepath)
     strips = strip_collection(scene)
     strip = strips.new_sound(name or bpy.path.display_name_from_filepath(filepath), filepath, channel, frame_start)
-    scene.frame_end = max(scene.frame_end, strip.frame_final_end - 1)
+    scene.frame_end = max(scene.frame_end, strip_frames(strip).right - 1)
     return strip
 
 

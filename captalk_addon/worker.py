@@ -16,10 +16,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..model.core.contract import GenerationRequest
+from ..model.core.errors import BackendFailure, CapTalkError, Cancelled
 from ..model.core.motion_file import MotionClip
-from ..model.link.client import JobCancelledError, WorkerClient, WorkerError, WorkerGone
-from ..model.link.launch import WorkerSpec, WorkerUnavailable, ensure_worker
-from ..model.link.protocol import GenerationRequest, RequestError
+from ..model.link.client import WorkerClient, WorkerError, WorkerGone
+from ..model.link.launch import WorkerSpec, ensure_worker
 from .backend_process import backend_python
 from .paths import EXTENSION_ROOT
 from .preferences import get_preferences
@@ -74,12 +75,15 @@ class Finished:
 
 @dataclass(frozen=True)
 class Failed:
-    message: str
-    kind: str = "error"  # "cancelled", "bad input" (the request was refused), "unavailable" (no worker), "error"
+    error: CapTalkError  # its class says what the user must do (`model.core.errors`)
+
+    @property
+    def message(self) -> str:
+        return str(self.error)
 
     @property
     def cancelled(self) -> bool:
-        return self.kind == "cancelled"
+        return isinstance(self.error, Cancelled)
 
 
 class GenerationTask:
@@ -121,20 +125,15 @@ class GenerationTask:
                 health = client.health()
                 self.backend = f"Back end: {health['device']}{' fp16' if health['half'] else ''} (pid {health['pid']})"
                 takes = client.generate(self.request, progress, self.cancel_event)
-            except JobCancelledError:
-                self.messages.put(Failed("cancelled", "cancelled"))
             except WorkerGone as exc:
                 if attempt == 1 and not self.cancel_event.is_set():
                     continue
-                self.messages.put(Failed(str(exc)))
-            except WorkerUnavailable as exc:
-                self.messages.put(Failed(str(exc), "unavailable"))
-            except RequestError as exc:
-                self.messages.put(Failed(str(exc), "bad input"))
-            except WorkerError as exc:
-                self.messages.put(Failed(str(exc), "bad input" if exc.status in (400, 413) else "error"))
+                self.messages.put(Failed(exc))
+            except CapTalkError as exc:  # cancelled, refused, no worker, a failed job: the message says which
+                self.messages.put(Failed(exc))
             except Exception as exc:  # never leave the operator waiting for a message
-                self.messages.put(Failed(f"unexpected error talking to the back end: {type(exc).__name__}: {exc}"))
+                self.messages.put(Failed(BackendFailure(f"unexpected error talking to the back end: "
+                                                        f"{type(exc).__name__}: {exc}")))
             else:
                 self.messages.put(Finished(takes))
             return

@@ -94,39 +94,62 @@ def _data_teach(args) -> None:
 
 
 def _generate(args) -> None:
-    from .core.audio import load_audio
-    from .generate import GenerationOptions, Generator
+    from .core.contract import GenerationRequest
     from .core.motion_file import save_motion
     from .core.schedule import load_schedule, parse_schedule
+    from .generate import Generator
+    from .run import prepare_request, run_prepared
 
-    audio = load_audio(args.audio)  # bad audio fails before the model loads
     if args.schedule:
         schedule = load_schedule(args.schedule, args.style, args.emotion)
     else:
         schedule = parse_schedule(None, args.style, args.emotion)
     head = HeadModel.load(args.head) if args.head else None
+    request = GenerationRequest(audio_path=os.path.abspath(args.audio), schedule=schedule,
+                                head_model=head.model_id if head else None,
+                                channels=tuple(head.channel_names) if head else None,
+                                options=options_from_args(args), client="python -m model generate")
+    prepared = prepare_request(request)  # bad audio fails before the model loads
     generator = Generator.load(args.checkpoint, device=args.device,
-                               head_channels=head.channel_names if head else None,
-                               head_model=head.model_id if head else None)
-    options = GenerationOptions(seed=args.seed, guidance=args.guidance, style_guidance=args.style_guidance,
-                                emotion_guidance=args.emotion_guidance, temperature=args.temperature,
-                                top_p=args.top_p, takes=args.takes, smoothing=not args.no_smoothing)
-    results = generator.generate(audio, schedule, options)
-    results = results if isinstance(results, list) else [results]
+                               head_channels=request.channels, head_model=request.head_model)
+    takes = run_prepared(generator, prepared)
     out = Path(args.out)
-    for take, result in enumerate(results, start=1):
-        path = out if len(results) == 1 else out.with_name(f"{out.stem}_take{take}{out.suffix or '.npz'}")
-        clip = result.to_clip()
+    for clip in takes:
+        path = out if len(takes) == 1 else out.with_name(f"{out.stem}_take{clip.meta['take']}{out.suffix or '.npz'}")
         clip.meta["audio"] = str(args.audio)
         save_motion(path, clip)
-        seconds = result.meta["timings"]["total_s"]
-        print(f"motion: {path} ({len(result.motion)} frames at {result.fps:g} fps, {len(result.channels)} channels, "
-              f"seed {result.meta['seed']}; generated in {seconds:.1f} s on {result.meta['device']})")
+        seconds = clip.meta["timings"]["total_s"]
+        print(f"motion: {path} ({clip.num_frames} frames at {clip.fps:g} fps, {len(clip.channels)} channels, "
+              f"seed {clip.meta['seed']}; generated in {seconds:.1f} s on {clip.meta['device']})")
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per generation option (`model.core.contract.GenerationOptions`), with its
+    default and help text; a switch that is on by default becomes ``--no-<name>``."""
+    from .core.contract import option_specs
+
+    for name, (default, spec) in option_specs().items():
+        flag = name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(f"--no-{flag}", dest=name, action="store_false", help=f"no {spec.label.lower()}: "
+                                f"{spec.description}")
+            continue
+        kind = int if isinstance(default, int) else float
+        shown = "" if default is None else f" (default {default:g})"
+        parser.add_argument(f"--{flag}", dest=name, type=kind, default=default,
+                            help=f"{spec.description}{shown}; {spec.minimum:g} to {spec.maximum:g}")
+
+
+def options_from_args(args):
+    """The `GenerationOptions` that `add_option_arguments`' flags asked for."""
+    from .core.contract import GenerationOptions, option_specs
+
+    return GenerationOptions(**{name: getattr(args, name) for name in option_specs()})
 
 
 def _evaluate(args) -> None:
     from .evaluate.report import ReportConfig, run_report
-    from .generate import default_checkpoint_dir
+    from .core.paths import default_checkpoint_dir
 
     run_report(ReportConfig(checkpoint=Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(),
                             data=Path(args.data), out=Path(args.out), clips=args.clips,
@@ -265,21 +288,30 @@ def main(argv: list[str] | None = None) -> int:
                           help="val clips generated at each validation for the metrics (0: none)")
     train_ar.add_argument("--head", help="head-model file for those metrics (default: the open head if it fits)")
     train_ar.set_defaults(run=_train_ar)
+    from .train.loop import TrainConfig  # the defaults of the flags below are the config's own
+
     for stage in (train_codec, train_ar):
         stage.add_argument("--data", required=True, help="dataset folder (python -m model data synth)")
-        stage.add_argument("--steps", type=int, default=20000, help="optimiser steps; the LR schedule spans them")
-        stage.add_argument("--batch", type=int, default=32, help="global batch, split evenly across processes")
-        stage.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW)")
-        stage.add_argument("--warmup", type=int, default=1000, help="warm-up steps (at most a tenth of --steps)")
+        stage.add_argument("--steps", type=int, default=TrainConfig.steps,
+                           help="optimiser steps; the LR schedule spans them")
+        stage.add_argument("--batch", type=int, default=TrainConfig.batch,
+                           help="global batch, split evenly across processes")
+        stage.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
+        stage.add_argument("--warmup", type=int, default=TrainConfig.warmup_steps,
+                           help="warm-up steps (at most a tenth of --steps)")
         stage.add_argument("--size", choices=("tiny", "small", "base"), default="small", help="model size preset")
         stage.add_argument("--dropout", type=float, help="dropout (default: the model's)")
         stage.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-        stage.add_argument("--seed", type=int, default=0)
-        stage.add_argument("--val-every", type=int, default=1000, help="validate every N steps (an 'epoch')")
+        stage.add_argument("--seed", type=int, default=TrainConfig.seed)
+        stage.add_argument("--val-every", type=int, default=TrainConfig.val_every,
+                           help="validate every N steps (an 'epoch')")
         stage.add_argument("--val-windows", type=int, default=32, help="fixed validation windows")
-        stage.add_argument("--save-every", type=int, default=500, help="save the training state every N steps")
-        stage.add_argument("--log-every", type=int, default=25, help="log training losses every N steps")
-        stage.add_argument("--workers", type=int, default=1, help="threads building batches ahead (0: none)")
+        stage.add_argument("--save-every", type=int, default=TrainConfig.save_every,
+                           help="save the training state every N steps")
+        stage.add_argument("--log-every", type=int, default=TrainConfig.log_every,
+                           help="log training losses every N steps")
+        stage.add_argument("--workers", type=int, default=TrainConfig.workers,
+                           help="threads building batches ahead (0: none)")
         stage.add_argument("--stop-after", type=int, help="stop after this step (state saved; rerun to go on)")
 
     generate = commands.add_parser("generate", help="animate speech audio with a trained checkpoint")
@@ -291,14 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--checkpoint", help="checkpoint folder (default: <repo>/checkpoints/default)")
     generate.add_argument("--head", help="head-model file of the target rig: refuse a checkpoint that does not fit it")
     generate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--guidance", type=float, default=2.0, help="caption guidance scale (1 = plain conditional, 0 = ignore the captions)")
-    generate.add_argument("--style-guidance", type=float, help="style caption's own scale (default: --guidance)")
-    generate.add_argument("--emotion-guidance", type=float, help="emotion caption's own scale (default: --guidance)")
-    generate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
-    generate.add_argument("--top-p", type=float, default=0.97)
-    generate.add_argument("--takes", type=int, default=1, help="takes to make (OUT_take<N>.npz each when > 1)")
-    generate.add_argument("--no-smoothing", action="store_true", help="skip the Savitzky-Golay smoothing")
+    add_option_arguments(generate)  # --seed, --guidance, --takes (OUT_take<N>.npz each when > 1)...
     generate.add_argument("--out", required=True, help="motion file to write (.npz, see model.core.motion_file)")
     generate.set_defaults(run=_generate)
 

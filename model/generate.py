@@ -1,9 +1,12 @@
 """Generation: audio + caption schedule -> motion, with a trained checkpoint.
 
     generator = Generator.load("checkpoints/default", device="auto")
-    result = generator.generate("speech.wav", parse_schedule(None, "a calm old man", "happy"),
-                                GenerationOptions(seed=1))
-    result.motion  # (T, C) float32 in real units, T = model.core.audio.frame_count(samples), 25 fps
+    takes = generator.generate("speech.wav", parse_schedule(None, "a calm old man", "happy"),
+                               GenerationOptions(seed=1))
+    takes[0].motion  # (T, C) float32 in real units, T = model.core.audio.frame_count(samples), 25 fps
+
+(Requests from the add-on, the worker, the CLI and the batch go through
+`model.run.run_request`, which decodes and crops their audio and calls `generate`.)
 
 Windows. Speech features are computed once for the whole clip. The clip is cut into
 windows of W frames; each window's codes are predicted scale by scale (CFG batched) and
@@ -33,15 +36,13 @@ frames change, so the guarantees above hold; 0 turns it off. ``meta["border_offs
 records max |o| per border in data standard deviations: large values flag a checkpoint
 whose decoder does not continue its prefix.
 
-Smoothing (``GenerationOptions.smoothing``): a Savitzky-Golay filter of order 2 over 5
-frames for expression channels and jaw / eye rotations, 9 frames for the other joint
-rotations (head pose), as ARTalk. It runs per caption section (between changes), so it
-never carries a later caption back in time: the last frames before a change are smoothed
-with the cut window's continuation under the old captions (what a run without the change
-shows there), so they too stay identical, unless the change falls within 8 frames of the
-end of the window in progress (then its last 4 frames before the change take the edge
-rule instead; turn smoothing off for exact identity everywhere). It streams with a delay
-of 4 frames.
+Smoothing (``GenerationOptions.smoothing``, `model.smoothing`): Savitzky-Golay, as ARTalk.
+It runs per caption section (between changes), so it never carries a later caption back
+in time: the last frames before a change are smoothed with the cut window's continuation
+under the old captions (what a run without the change shows there), so they too stay
+identical, unless the change falls within 8 frames of the end of the window in progress
+(then its last 4 frames before the change take the edge rule instead; turn smoothing off
+for exact identity everywhere). It streams with a delay of 4 frames.
 
 Streaming: `Generator.iter_windows` yields each window's final frames as soon as they are
 made (`MotionChunk`); `Generator.generate` is that stream concatenated, so the two give
@@ -50,11 +51,10 @@ takes run in the same batch.
 """
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -67,71 +67,20 @@ from .core.audio import MOTION_FPS, SAMPLE_RATE, frame_count, load_audio, to_mon
 from .checkpoint import CheckpointError, check_fits, load_weights, read_manifest
 from .codec.codec import CodecConfig, MotionCodec
 from .codec.normalise import ChannelStats
-from .core.head_model import ROTATION_AXES
 from .core.motion_file import MotionClip
 from .core.paths import default_checkpoint_dir
-from .core.schedule import Schedule, parse_schedule
-from .core.errors import BadInput, Cancelled
+from .core.schedule import Schedule
+from .smoothing import StreamingSmoother, smoothing_windows
+from .core.contract import GenerationError, GenerationOptions
+from .core.errors import Cancelled
 
 ENCODER_SHARE = 0.05  # progress given to the speech and text encoders; windows share the rest
 
 Progress = Callable[[float, str], None]
 
 
-class GenerationError(BadInput):
-    """Bad generation settings (options, device); the message says which and why."""
-
-
 class GenerationCancelled(Cancelled):
     """Raised between windows when the ``cancel`` event is set."""
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    seed: int = 0
-    guidance: float = 2.0  # classifier-free guidance on both captions (1 = plain conditional)
-    style_guidance: float | None = None  # None: ``guidance``
-    emotion_guidance: float | None = None  # None: ``guidance``
-    temperature: float = 1.0  # 0 = greedy
-    top_p: float = 0.97  # take the likelier bit when its probability >= top_p, else sample
-    takes: int = 1
-    smoothing: bool = True
-    border_blend: int = 8  # frames over which a jump at a window border fades out; 0 = off
-
-    def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise GenerationError(f"seed must be an integer >= 0, got {self.seed!r}")
-        for name in ("guidance", "style_guidance", "emotion_guidance"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-                raise GenerationError(f"{name} must be a finite number, got {value!r}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
-        if isinstance(self.takes, bool) or not isinstance(self.takes, int) or self.takes < 1:
-            raise GenerationError(f"takes must be an integer >= 1, got {self.takes!r}")
-        if isinstance(self.border_blend, bool) or not isinstance(self.border_blend, int) or self.border_blend < 0:
-            raise GenerationError(f"border_blend must be a whole number of frames >= 0, got {self.border_blend!r}")
-
-    @property
-    def scales(self) -> tuple[float, float]:
-        """(style, emotion) guidance scales."""
-        style = self.guidance if self.style_guidance is None else self.style_guidance
-        emotion = self.guidance if self.emotion_guidance is None else self.emotion_guidance
-        return float(style), float(emotion)
-
-
-@dataclass
-class GenerationResult:
-    motion: np.ndarray  # (T, C) float32, real units
-    channels: tuple[str, ...]
-    fps: float = MOTION_FPS
-    meta: dict = field(default_factory=dict)
-
-    def to_clip(self) -> MotionClip:
-        """As a `model.core.motion_file.MotionClip` (for `save_motion`)."""
-        return MotionClip(self.motion, tuple(self.channels), self.fps, dict(self.meta))
 
 
 @dataclass(frozen=True)
@@ -140,115 +89,6 @@ class MotionChunk:
     motion: np.ndarray  # (takes, n, C) float32, real units, final (smoothed if asked)
     window: int  # index of the window just finished
     windows: int  # windows in the clip
-
-
-# ----------------------------------------------------------------------------- smoothing
-
-
-def smoothing_windows(channels: Sequence[str]) -> np.ndarray:
-    """(C,) Savitzky-Golay window per channel: 9 for head-pose rotations (joints other than
-    the jaw and eyes), 5 for everything else (expressions, jaw, eyes)."""
-    windows = []
-    for name in channels:
-        joint, _, axis = name.rpartition(".")
-        joint = joint.lower()
-        head_pose = axis in ROTATION_AXES and joint and "jaw" not in joint and not joint.startswith("eye")
-        windows.append(9 if head_pose else 5)
-    return np.asarray(windows)
-
-
-def _savgol_rows(length: int, order: int = 2) -> np.ndarray:
-    """(length, length): row i gives the order-``order`` least-squares polynomial through
-    ``length`` samples evaluated at sample i (Savitzky-Golay; the middle row is the filter,
-    the others the 'interp' edge rule)."""
-    x = np.arange(length, dtype=np.float64) - (length - 1) / 2
-    vander = np.vander(x, order + 1, increasing=True)
-    return (vander @ np.linalg.pinv(vander)).astype(np.float32)
-
-
-class StreamingSmoother:
-    """Savitzky-Golay smoothing of frames arriving in pieces, one caption section at a time.
-
-    ``push`` returns the frames whose neighbourhood is complete (all but the last 4 of
-    the section so far), ``end_section`` the rest (the end of a section uses the edge
-    rule). Each output frame is computed from the same inputs in the same order however
-    the section was split, so streamed and one-shot results are bit-identical. A section
-    shorter than a channel's window leaves that channel unsmoothed.
-    """
-
-    def __init__(self, windows: np.ndarray):
-        self.groups = [(int(w), np.flatnonzero(windows == w)) for w in np.unique(windows)]
-        self.delay = max(int(w) // 2 for w in np.unique(windows))
-        self.rows = {int(w): _savgol_rows(int(w)) for w in np.unique(windows)}
-        self._reset()
-
-    def _reset(self) -> None:
-        self.buffer = None  # (takes, n, C) raw frames of the section from index ``base``
-        self.base = 0
-        self.emitted = 0  # section frames already returned
-        self.length = 0  # section frames received
-
-    def push(self, frames: np.ndarray) -> np.ndarray:
-        """(takes, n, C) raw frames -> (takes, m, C) final smoothed frames (m may be 0)."""
-        self.buffer = frames if self.buffer is None else np.concatenate([self.buffer, frames], axis=1)
-        self.length += frames.shape[1]
-        if self.length < 2 * self.delay + 1:
-            return frames[:, :0]
-        return self._emit(self.length - self.delay, finished=False)
-
-    def end_section(self, lookahead: np.ndarray | None = None) -> np.ndarray:
-        """The section's remaining frames; the next push starts a new section.
-
-        lookahead: (takes, m, C) frames that would have followed had the section gone on
-        (at a caption change: the cut window's continuation under the old captions). The
-        last frames are smoothed with them as right-hand neighbours, as in a run without
-        the change; frames they do not reach take the edge rule.
-        """
-        stop = self.length
-        if lookahead is not None and lookahead.shape[1]:
-            self.buffer = np.concatenate([self.buffer, lookahead], axis=1)
-            self.length += lookahead.shape[1]
-        out = self._emit(stop, finished=True)
-        self._reset()
-        return out
-
-    def _emit(self, stop: int, finished: bool) -> np.ndarray:
-        """Frames [emitted, stop) of the section; ``finished``: the buffer ends at ``length``."""
-        start, x = self.emitted, self.buffer
-        out = np.array(x[:, start - self.base:stop - self.base], copy=True)
-        for window, channels in self.groups:
-            half = window // 2
-            if self.length < window:  # only possible when finished: too short to smooth
-                continue
-            rows = self.rows[window]
-            for i in range(start, stop):
-                if i < half:
-                    weights, first = rows[i], 0
-                elif finished and i >= self.length - half:
-                    weights, first = rows[window - (self.length - i)], self.length - window
-                else:
-                    continue
-                out[:, i - start, channels] = self._apply(weights, x, first - self.base, channels, 1)[:, 0]
-            middle = range(max(start, half), min(stop, self.length - half if finished else stop))
-            if len(middle):
-                out[:, middle.start - start:middle.stop - start, channels] = self._apply(
-                    rows[half], x, middle.start - half - self.base, channels, len(middle))
-        self.emitted = stop
-        keep = max(0, stop - 2 * self.delay)  # frames that later outputs may still need
-        if keep > self.base:
-            self.buffer, self.base = self.buffer[:, keep - self.base:], keep
-        return out
-
-    @staticmethod
-    def _apply(weights: np.ndarray, x: np.ndarray, first: int, channels: np.ndarray, count: int) -> np.ndarray:
-        """(takes, count, len(channels)): output n = sum_j weights[j] * x[first + n + j],
-        accumulated elementwise in a fixed order, so a frame's value does not depend on
-        how many frames are computed with it."""
-        total = None
-        for j, weight in enumerate(weights):
-            term = weight * x[:, first + j:first + j + count][:, :, channels]
-            total = term if total is None else total + term
-        return total
 
 
 # ----------------------------------------------------------------------------- windows
@@ -344,7 +184,7 @@ class WindowStream:
             "captions": {"style": schedule.segments[0].style, "emotion": schedule.segments[0].emotion},
             "schedule": schedule.to_list(),
             "seed": options.seed,
-            "options": asdict(options),
+            "options": options.to_json(),
             "frames": self.num_frames,
             "audio_seconds": audio.size / SAMPLE_RATE,
             "windows": [list(w) for w in self.plan],
@@ -592,29 +432,28 @@ class Generator:
             return load_audio(audio)
         return to_mono_16k(np.asarray(audio), SAMPLE_RATE, "audio")
 
-    def iter_windows(self, audio, schedule: Schedule | Sequence | None = None,
+    def iter_windows(self, audio, schedule: Schedule | None = None,
                      options: GenerationOptions = GenerationOptions(), progress: Progress | None = None,
                      cancel: threading.Event | None = None) -> WindowStream:
         """Stream the motion window by window (see `WindowStream`, `MotionChunk`).
 
-        audio: (N,) 16 kHz samples or a path; schedule: a `Schedule`, a list of entries
-        (`model.core.schedule.parse_schedule`) or None (no captions). Raises `AudioError` /
-        `ScheduleError` here, `GenerationCancelled` between windows while iterating.
+        audio: (N,) 16 kHz samples or a path; schedule: a `Schedule` (None: no captions).
+        Raises `AudioError` / `ScheduleError` here, `GenerationCancelled` between windows
+        while iterating.
         """
         samples = self._audio(audio)
-        schedule = parse_schedule(schedule)
+        schedule = Schedule.constant() if schedule is None else schedule
         schedule.check_duration(samples.size / SAMPLE_RATE)
         return WindowStream(self, samples, schedule, options, progress, cancel)
 
-    def generate(self, audio, schedule: Schedule | Sequence | None = None,
+    def generate(self, audio, schedule: Schedule | None = None,
                  options: GenerationOptions = GenerationOptions(), progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> GenerationResult | list[GenerationResult]:
-        """The whole clip: a `GenerationResult` ((T, C) motion in real units), or one per
-        take when ``options.takes`` > 1. progress(fraction, message) is called as it goes
-        (last with 1.0); setting ``cancel`` stops it between windows (`GenerationCancelled`)."""
+                 cancel: threading.Event | None = None) -> list[MotionClip]:
+        """The whole clip: one `MotionClip` per take ((T, C) motion in real units at 25 fps).
+        progress(fraction, message) is called as it goes (last with 1.0); setting ``cancel``
+        stops it between windows (`GenerationCancelled`)."""
         stream = self.iter_windows(audio, schedule, options, progress, cancel)
         motion = np.concatenate([chunk.motion for chunk in stream], axis=1)
-        results = [GenerationResult(motion[i], self.channels, MOTION_FPS,
-                                    stream.meta | {"seed": options.seed + i, "take": i + 1, "takes": options.takes})
-                   for i in range(options.takes)]
-        return results[0] if options.takes == 1 else results
+        return [MotionClip(motion[i], self.channels, MOTION_FPS,
+                           stream.meta | {"seed": options.seed + i, "take": i + 1, "takes": options.takes})
+                for i in range(options.takes)]

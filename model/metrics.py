@@ -6,16 +6,28 @@ with the head model's own region sets; a dataset's figure is the mean over its
 sequences. Prediction and truth are cut to the shorter of the two lengths.
 
 Shapes: vertices (T, V, 3) in mm; motion (T, C) as in `head_model`.
+
+Channel measures (`MEASURES`: mouth amplitude, head motion, smile, frown, brow raise, eye
+widening) read one attribute of a clip straight from its named channels, for the
+controllability report (`model.evaluate.controllability`) and any rig with ARKit names.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 
+from .core.errors import BadInput
 from .core.head_model import HeadModel
+from .core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 METRES_TO_MM = 1000.0
+HEAD_JOINT = "head"  # the open head's head-pose joint: channels head.rx, head.ry, head.rz
+
+
+class MeasureError(BadInput):
+    """Motion a channel measure cannot read (a missing channel, a bad shape); the message says which."""
 
 
 @dataclass(frozen=True)
@@ -107,3 +119,66 @@ def mean_metrics(per_sequence: list[MotionMetrics]) -> MotionMetrics:
         raise ValueError("no sequences to average")
     keys = per_sequence[0].as_dict().keys()
     return MotionMetrics(**{k: float(np.mean([m.as_dict()[k] for m in per_sequence])) for k in keys})
+
+
+# ----------------------------------------------------------------------------- channel measures
+
+
+def _columns(motion: np.ndarray, channels: Sequence[str], names: Sequence[str], attribute: str) -> np.ndarray:
+    """(T, len(names)) float64: the named channels of ``motion``."""
+    motion = np.asarray(motion)
+    if motion.ndim != 2 or motion.shape[1] != len(channels) or motion.shape[0] < 1:
+        raise MeasureError(f"{attribute}: expected (T >= 1, {len(channels)}) motion, got {motion.shape}")
+    index = {name: i for i, name in enumerate(channels)}
+    missing = [name for name in names if name not in index]
+    if missing:
+        raise MeasureError(f"{attribute} cannot be measured on this rig: it has no channel(s) "
+                                   f"{', '.join(missing)} (ARKit expression names and {HEAD_JOINT}.rx/ry/rz needed)")
+    return motion[:, [index[name] for name in names]].astype(np.float64)
+
+
+def mouth_amplitude(motion: np.ndarray, channels: Sequence[str]) -> float:
+    """std_t jawOpen_t (population std, blendshape weight).
+
+    jawOpen alone: it carries most of the opening and the teacher scales it by the mouth
+    gain and nothing else, while the lip channels the gain also scales (mouthStretch,
+    mouthLowerDown) take emotion poses too, and the rounding ones (mouthPucker,
+    mouthFunnel) only 0.7 + 0.3 x gain. A std ignores a constant offset, so an emotion's
+    held jaw drop (surprise) does not count as amplitude.
+    """
+    return float(_columns(motion, channels, ("jawOpen",), "mouth_amplitude")[:, 0].std())
+
+
+def head_motion(motion: np.ndarray, channels: Sequence[str]) -> float:
+    """sqrt(mean_t theta_t^2) in degrees, theta_t = angle(Rbar^T R_t).
+
+    R_t: the head joint's rotation (``head.rx/ry/rz`` axis-angle, radians); Rbar: the
+    rotation nearest mean_t R_t (chordal mean, by SVD). The deviation from the clip's
+    own mean, so a held posture (chin up when surprised) is not motion.
+    """
+    names = [f"{HEAD_JOINT}.{axis}" for axis in ("rx", "ry", "rz")]
+    rotations = axis_angle_to_matrix(_columns(motion, channels, names, "head_motion"))  # (T, 3, 3)
+    u, _, vt = np.linalg.svd(rotations.mean(axis=0))
+    mean = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    angles = np.linalg.norm(matrix_to_axis_angle(mean.T @ rotations), axis=-1)  # (T,) radians
+    return float(np.degrees(np.sqrt(np.mean(angles ** 2))))
+
+
+def _mean_of(names: tuple[str, ...], attribute: str) -> Callable[[np.ndarray, Sequence[str]], float]:
+    def measure(motion: np.ndarray, channels: Sequence[str]) -> float:
+        return float(_columns(motion, channels, names, attribute).mean())
+
+    measure.__name__ = attribute
+    measure.__doc__ = f"mean over frames and channels of {', '.join(names)} (blendshape weight)."
+    return measure
+
+
+smile = _mean_of(("mouthSmileLeft", "mouthSmileRight"), "smile")
+frown = _mean_of(("mouthFrownLeft", "mouthFrownRight"), "frown")
+brow_raise = _mean_of(("browInnerUp", "browOuterUpLeft", "browOuterUpRight"), "brow_raise")
+eye_widening = _mean_of(("eyeWideLeft", "eyeWideRight"), "eye_widening")
+
+MEASURES: dict[str, Callable[[np.ndarray, Sequence[str]], float]] = {
+    "mouth_amplitude": mouth_amplitude, "head_motion": head_motion, "smile": smile, "frown": frown,
+    "brow_raise": brow_raise, "eye_widening": eye_widening,
+}

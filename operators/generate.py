@@ -1,22 +1,19 @@
-"""Generate from audio strip, and Cancel: the modal operator around
-`captalk_addon.generation`.
+"""Generate from audio strip, and Cancel: the operators around `captalk_addon.generation`.
 
-In the UI it is modal: a timer steps the run (the worker does the work in another process,
-a thread follows it), the panel shows progress, ESC or Cancel stops it and leaves the scene
-as it was. From a script or in background mode (`bpy.app.background`, no event loop) the
-same operator runs synchronously. Either way the scene is written once, at the end, as
-one undo step.
+In the UI Generate is modal (`captalk_addon.background.ModalRunner`): the worker does the
+work in another process, a thread follows it, the panel shows progress, ESC or Cancel
+stops it and leaves the scene as it was. From a script or in background mode the same
+operator runs synchronously. Either way the scene is written once, at the end, as one
+undo step.
 """
 from __future__ import annotations
 
 import bpy
 
+from ..captalk_addon.background import ModalRunner, active_run
 from ..captalk_addon.generation import GenerationRun, GenerationSetupError, apply_results, plan_jobs
 from ..captalk_addon.worker import worker_spec
-
-TIMER_SECONDS = 0.1
-
-_active: GenerationRun | None = None  # at most one run per Blender session
+from ..model.link.protocol import JobState
 
 
 def _set_job_state(context, running: bool, progress: float = 0.0, message: str = "", backend: str = "") -> None:
@@ -30,7 +27,7 @@ def _set_job_state(context, running: bool, progress: float = 0.0, message: str =
                 area.tag_redraw()
 
 
-class CAPTALK_OT_generate_from_strip(bpy.types.Operator):
+class CAPTALK_OT_generate_from_strip(ModalRunner, bpy.types.Operator):
     """Animate the rig from the selected sound strip(s): lip sync, expression and head motion \
 directed by the captions and sections (written as CapTalk's own NLA strips)"""
 
@@ -38,67 +35,29 @@ directed by the captions and sections (written as CapTalk's own NLA strips)"""
     bl_label = "Generate from Audio Strip"
     bl_options = {"REGISTER", "UNDO"}
 
-    _timer = None
-
     @classmethod
     def poll(cls, context):
-        if _active is not None:
-            cls.poll_message_set("A generation is already running")
+        if not cls.poll_idle():
             return False
-        if context.scene is None or not hasattr(context.scene, "captalk"):
-            return False
-        return True
+        return context.scene is not None and hasattr(context.scene, "captalk")
 
-    def _plan(self, context):
+    def make_run(self, context) -> GenerationRun | None:
         try:
-            return plan_jobs(context.scene)
+            return GenerationRun(worker_spec(context), plan_jobs(context.scene))
         except GenerationSetupError as exc:
             self.report({"ERROR"}, str(exc))
             return None
 
-    def execute(self, context):
-        jobs = self._plan(context)
-        if jobs is None:
-            return {"CANCELLED"}
-        run = GenerationRun(worker_spec(context), jobs)
-        run.run_here()
-        _set_job_state(context, False, 0.0, "", run.backend)
-        return self._finish(context, run)
+    def show(self, context, run: GenerationRun) -> None:
+        running = run.state == JobState.RUNNING
+        _set_job_state(context, running, run.fraction if running else 0.0, run.message if running else "",
+                       run.backend)
 
-    def invoke(self, context, event):
-        global _active
-        if bpy.app.background:
-            return self.execute(context)
-        jobs = self._plan(context)
-        if jobs is None:
-            return {"CANCELLED"}
-        _active = GenerationRun(worker_spec(context), jobs).start()
-        _set_job_state(context, True, 0.0, "starting")
-        self._timer = context.window_manager.event_timer_add(TIMER_SECONDS, window=context.window)
-        context.window_manager.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        global _active
-        run = _active
-        if event.type == "ESC" and event.value == "PRESS":
-            run.cancel()
-        elif event.type != "TIMER":
-            return {"PASS_THROUGH"}  # Blender stays usable while the model works
-        state = run.step()
-        if state == "running":
-            _set_job_state(context, True, run.fraction, run.message, run.backend)
-            return {"PASS_THROUGH"}
-        context.window_manager.event_timer_remove(self._timer)
-        _active = None
-        _set_job_state(context, False, 0.0, "", run.backend)
-        return self._finish(context, run)
-
-    def _finish(self, context, run: GenerationRun):
-        if run.state == "cancelled":
+    def finish(self, context, run: GenerationRun) -> set[str]:
+        if run.state == JobState.CANCELLED:
             self.report({"INFO"}, "Generation cancelled; the scene is unchanged")
             return {"CANCELLED"}
-        if run.state == "failed":
+        if run.state == JobState.FAILED:
             self.report({"ERROR"}, run.error)
             return {"CANCELLED"}
         try:
@@ -121,10 +80,10 @@ class CAPTALK_OT_cancel_generation(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return _active is not None
+        return active_run() is not None
 
     def execute(self, context):
-        _active.cancel()  # the modal operator sees it on its next timer tick and cleans up
+        active_run().cancel()  # the modal operator sees it on its next timer tick and cleans up
         return {"FINISHED"}
 
 

@@ -6,10 +6,12 @@ from pathlib import Path
 import bpy
 from bpy_extras.io_utils import ImportHelper
 
-from ..captalk_addon.backend_process import BackendCommand, BackendError, backend_python
+from ..captalk_addon.background import ModalRunner
+from ..captalk_addon.backend_process import CommandRun, backend_python
 from ..captalk_addon.paths import find_cached_file, heads_dir
-from ..captalk_addon.rig_builder import create_rig
-from ..model.core.head_model import HeadModel, HeadModelError
+from ..captalk_addon.rig_builder import add_rig
+from ..model.core.head_model import HeadModelError
+from ..model.link.protocol import JobState
 from ..model.core.paths import OPEN_HEAD_FILE, OPEN_HEAD_RELATIVE
 
 
@@ -21,10 +23,9 @@ def _object_mode_poll(cls, context) -> bool:
 
 
 def _add_rig(operator, context, head_file: Path) -> set[str]:
-    """Load, check and build; every failure is reported and leaves the scene untouched."""
+    """Add the rig; every failure is reported and leaves the scene untouched."""
     try:
-        head = HeadModel.load(head_file)
-        mesh_object, _ = create_rig(head, head_file, context)
+        mesh_object, head = add_rig(context, head_file)
     except (HeadModelError, OSError) as exc:
         operator.report({"ERROR"}, str(exc))
         return {"CANCELLED"}
@@ -32,7 +33,7 @@ def _add_rig(operator, context, head_file: Path) -> set[str]:
     return {"FINISHED"}
 
 
-class CAPTALK_OT_add_open_head(bpy.types.Operator):
+class CAPTALK_OT_add_open_head(ModalRunner, bpy.types.Operator):
     """Add CapTalk's open head (CC0 MakeHuman head with the 52 ARKit expressions)"""
 
     bl_idname = "captalk.add_open_head"
@@ -46,60 +47,42 @@ class CAPTALK_OT_add_open_head(bpy.types.Operator):
         options={"SKIP_SAVE"},
     )
 
-    _command: BackendCommand | None = None
-    _timer = None
-
     @classmethod
     def poll(cls, context):
-        return _object_mode_poll(cls, context)
+        return _object_mode_poll(cls, context) and cls.poll_idle()
 
     def execute(self, context):
         cached = find_cached_file(OPEN_HEAD_RELATIVE)
         if cached and not self.rebuild:
             return _add_rig(self, context, cached)
-        # Building needs torch, so it runs in the back-end process; batch waits for it.
-        try:
-            command = self._start_build(context)
-            if bpy.app.background:
-                command.finish()
-                return _add_rig(self, context, self._target())
-        except BackendError as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        self._command = command
-        self._timer = context.window_manager.event_timer_add(0.5, window=context.window)
-        context.window_manager.modal_handler_add(self)
+        return super().execute(context)
+
+    def invoke(self, context, event):
+        cached = find_cached_file(OPEN_HEAD_RELATIVE)
+        if cached and not self.rebuild:
+            return _add_rig(self, context, cached)
         self.report({"INFO"}, "Building the open head (first time only, about a minute)... Esc cancels")
-        return {"RUNNING_MODAL"}
+        return super().invoke(context, event)
 
-    def modal(self, context, event):
-        if event.type == "ESC":
-            self._end(context)
-            self._command.cancel()
-            self.report({"WARNING"}, "Open head build cancelled")
-            return {"CANCELLED"}
-        if event.type != "TIMER" or self._command.poll() is None:
-            return {"PASS_THROUGH"}
-        self._end(context)
-        try:
-            self._command.finish()
-        except BackendError as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        return _add_rig(self, context, self._target())
-
-    def _start_build(self, context) -> BackendCommand:
+    def make_run(self, context) -> CommandRun:
+        # Building needs torch, so it runs in the back-end process.
         args = ["build-open-head", "--out", str(self._target())]
         if self.rebuild:
             args.append("--rebuild")
-        return BackendCommand(args, backend_python(context))
+        return CommandRun(args, backend_python(context), "building the open head")
+
+    def finish(self, context, run: CommandRun) -> set[str]:
+        if run.state == JobState.CANCELLED:
+            self.report({"WARNING"}, "Open head build cancelled")
+            return {"CANCELLED"}
+        if run.state == JobState.FAILED:
+            self.report({"ERROR"}, run.error)
+            return {"CANCELLED"}
+        return _add_rig(self, context, self._target())
 
     @staticmethod
     def _target() -> Path:
         return heads_dir() / OPEN_HEAD_FILE
-
-    def _end(self, context) -> None:
-        context.window_manager.event_timer_remove(self._timer)
 
 
 class CAPTALK_OT_import_flame(bpy.types.Operator, ImportHelper):

@@ -1,48 +1,11 @@
-"""Caption sections on timeline markers: add, remove, move, jump to; caption presets.
-
-Every edit goes through the section's marker too, so the list and the timeline agree
-(see `captalk_addon.properties` for how a section is tied to its marker).
-"""
+"""Operators for caption sections on timeline markers (add, remove, move, jump to) and
+caption presets; what they do is `captalk_addon.sections`."""
 from __future__ import annotations
 
 import bpy
 
-from ..captalk_addon.properties import active_section, find_marker, marker_name_taken
-
-SECTION_BASE_NAME = "CapTalk"
-
-# Examples in words the bundled model learned (docs/captions.md); the user edits them freely.
-STYLE_PRESETS = (
-    "a calm teacher, subtle head movements",
-    "an energetic presenter, lively head, wide mouth",
-    "a serious news anchor, still head, even pace",
-    "a cheerful young woman speaking quickly, animated head movement",
-    "a relaxed narrator, gentle nodding, unhurried pace",
-    "an older man, restrained mouth, steady head, slow speech",
-)
-EMOTION_PRESETS = (
-    "neutral",
-    "a strong delighted expression",
-    "slightly happy",
-    "very sad",
-    "mildly annoyed",
-    "furious",
-    "surprised",
-    "a bit scared",
-    "a hint of contempt",
-    "disgusted",
-)
-PRESETS = {"STYLE": STYLE_PRESETS, "EMOTION": EMOTION_PRESETS}
-
-
-def _section_at(scene, frame: int):
-    """Index of a section whose marker sits on ``frame``, or None."""
-    for index, section in enumerate(scene.captalk.sections):
-        marker = find_marker(scene, section.marker_name)
-        if marker is not None and marker.frame == frame:
-            return index
-    return None
-
+from ..captalk_addon.sections import (PRESETS, active_section, add_section, find_marker, move_section,
+                                      remove_section)
 
 def _poll_active_section(cls, context) -> bool:
     if context.scene is None or active_section(context.scene) is None:
@@ -64,22 +27,12 @@ class CAPTALK_OT_section_add(bpy.types.Operator):
 
     def execute(self, context):
         scene = context.scene
-        settings = scene.captalk
         frame = scene.frame_current
-        existing = _section_at(scene, frame)
-        if existing is not None:
-            settings.active_section = existing
-            self.report({"INFO"}, f"Section '{settings.sections[existing].marker_name}' already starts at frame "
-                                  f"{frame}; edit it or move the playhead")
+        index, created = add_section(scene, frame)
+        name = scene.captalk.sections[index].marker_name
+        if not created:
+            self.report({"INFO"}, f"Section '{name}' already starts at frame {frame}; edit it or move the playhead")
             return {"CANCELLED"}
-        number = len(settings.sections) + 1
-        while marker_name_taken(scene, f"{SECTION_BASE_NAME} {number}"):
-            number += 1
-        name = f"{SECTION_BASE_NAME} {number}"
-        scene.timeline_markers.new(name, frame=frame)
-        section = settings.sections.add()
-        section.marker_name = name
-        settings.active_section = len(settings.sections) - 1
         self.report({"INFO"}, f"Added section '{name}' at frame {frame}")
         return {"FINISHED"}
 
@@ -107,12 +60,7 @@ class CAPTALK_OT_section_remove(bpy.types.Operator):
         if not 0 <= index < len(settings.sections):
             self.report({"ERROR"}, f"There is no caption section {index}")
             return {"CANCELLED"}
-        marker = find_marker(scene, settings.sections[index].marker_name)
-        if marker is not None:
-            scene.timeline_markers.remove(marker)
-        settings.sections.remove(index)
-        if settings.active_section >= index:
-            settings.active_section = max(0, settings.active_section - 1)
+        remove_section(scene, index)
         return {"FINISHED"}
 
 
@@ -128,12 +76,7 @@ class CAPTALK_OT_section_to_playhead(bpy.types.Operator):
 
     def execute(self, context):
         scene = context.scene
-        section = active_section(scene)
-        marker = find_marker(scene, section.marker_name)
-        if marker is None:  # no marker has the section's name (else it would be found): reuse it
-            scene.timeline_markers.new(section.marker_name, frame=scene.frame_current)
-        else:
-            marker.frame = scene.frame_current
+        move_section(scene, active_section(scene), scene.frame_current)
         return {"FINISHED"}
 
 

@@ -10,7 +10,8 @@ import textwrap
 
 import bpy
 
-from ..captalk_addon.properties import SECTION_EMPTY_RULE, active_section, find_marker
+from ..captalk_addon.properties import SECTION_EMPTY_RULE
+from ..captalk_addon.sections import active_section, find_marker
 
 GENERATE = "captalk.generate_from_strip"
 CANCEL = "captalk.cancel_generation"

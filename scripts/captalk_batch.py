@@ -47,8 +47,7 @@ DEFAULT_AUDIO = REPO_ROOT / "samples" / "speech_sample.wav"
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_MISSING_PART = 3
-ENGINES = {"workbench": "BLENDER_WORKBENCH", "cycles": "CYCLES",
-           "eevee": "BLENDER_EEVEE" if bpy.app.version >= (5, 0, 0) else "BLENDER_EEVEE_NEXT"}
+ENGINES = ("workbench", "eevee", "cycles")
 
 
 class JobError(Exception):
@@ -96,7 +95,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--start-frame", type=int, default=1, help="where a new sound strip starts")
     parser.add_argument("--render", action=argparse.BooleanOptionalAction, default=True,
                         help="render OUT/NAME.mp4 (default: on)")
-    parser.add_argument("--engine", choices=sorted(ENGINES), default="workbench", help="render engine")
+    parser.add_argument("--engine", choices=ENGINES, default="workbench", help="render engine")
     parser.add_argument("--resolution", type=int, default=480, help="square preview size in pixels")
     parser.add_argument("--samples", type=int, default=16, help="render samples for EEVEE / Cycles")
     return parser.parse_args(argv)
@@ -120,8 +119,8 @@ def check_audio_file(audio: Path) -> None:
         raise JobError(f"audio file not found: {audio}", EXIT_BAD_INPUT)
     try:
         check_audio(str(audio))
-    except AudioError as exc:
-        raise JobError(str(exc), EXIT_MISSING_PART if isinstance(exc, NoAudioSupport) else EXIT_BAD_INPUT) from None
+    except (AudioError, NoAudioSupport) as exc:
+        raise JobError(str(exc), exc.exit_code) from None
 
 
 def load_schedule_entries(source, where: str) -> tuple:
@@ -281,11 +280,11 @@ def generate(args, checkpoint: Path, jobs):
         return _in_process(generate_in_process, jobs, checkpoint, args.device, report)
     from captalk.captalk_addon.backend_process import backend_python
     from captalk.model.link.launch import WorkerSpec
+    from captalk.model.link.protocol import JobState
 
     run = GenerationRun(WorkerSpec(python=backend_python(), checkpoint=checkpoint, device=args.device), jobs)
-    if run.run_here(report) != "done":
-        kind = run.failure.kind if run.failure else "error"
-        status = {"bad input": EXIT_BAD_INPUT, "unavailable": EXIT_MISSING_PART}.get(kind, EXIT_FAILED)
+    if run.run_here(report) != JobState.DONE:
+        status = run.failure.exit_code if run.failure else EXIT_FAILED
         raise JobError(f"{run.error}. Nothing was animated or written.", status)
     print(f"CapTalk: {run.backend}")
     return run.results
@@ -315,7 +314,9 @@ def set_up_render(scene, args, mesh) -> None:
         stills.use_workbench(scene, args.resolution)
         scene.display.render_aa = "5"  # anti-aliasing samples: a third faster than 8, plenty for a preview
         return
-    scene.render.engine = ENGINES[args.engine]
+    from captalk.captalk_addon.compat import EEVEE_ENGINE
+
+    scene.render.engine = {"eevee": EEVEE_ENGINE, "cycles": "CYCLES"}[args.engine]
     scene.render.resolution_x = scene.render.resolution_y = args.resolution
     scene.render.resolution_percentage = 100
     if args.engine == "cycles":
@@ -334,6 +335,7 @@ def set_up_render(scene, args, mesh) -> None:
 def write_outputs(args, out: Path, name: str, scene, jobs, results) -> None:
     import preview_video
 
+    from captalk.captalk_addon.compat import strip_frames
     from captalk.model.core.motion_file import save_motion
 
     out.mkdir(parents=True, exist_ok=True)
@@ -351,15 +353,15 @@ def write_outputs(args, out: Path, name: str, scene, jobs, results) -> None:
     print(f"CapTalk: saved {blend}")
     if args.render:
         strips = [s for s in _sound_strips(scene) if s.name in {j.strip_name for j in jobs}]
-        first = int(min(s.frame_final_start for s in strips))
-        last = int(max(s.frame_final_end for s in strips)) - 1
+        first = int(min(strip_frames(s).left for s in strips))
+        last = int(max(strip_frames(s).right for s in strips)) - 1
         print(f"CapTalk: rendering frames {first}-{last} ({args.engine})...", flush=True)
         video = preview_video.render_mp4(scene, out / f"{name}.mp4", first, last)
         print(f"CapTalk: rendered {video}")
 
 
 def _sound_strips(scene):
-    from captalk.captalk_addon.sequencer import strip_collection
+    from captalk.captalk_addon.compat import strip_collection
 
     return [s for s in strip_collection(scene) if s.type == "SOUND"]
 

@@ -42,15 +42,16 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     from model.core.audio import MOTION_FPS, SAMPLE_RATE, load_audio
-    from model.generate import GenerationOptions, Generator
+    from model.core.contract import GenerationOptions
+    from model.generate import Generator
     from model.core.schedule import parse_schedule
 
     audio = load_audio(args.audio)
     generator = Generator.load(args.checkpoint, device="cpu")
     options = GenerationOptions(seed=args.seed)
     switched = generator.generate(audio, parse_schedule([{"start": args.switch, "emotion": AFTER}], STYLE, BEFORE),
-                                  options)
-    held = generator.generate(audio, parse_schedule(None, STYLE, BEFORE), options)
+                                  options)[0]
+    held = generator.generate(audio, parse_schedule(None, STYLE, BEFORE), options)[0]
     channels = list(switched.channels)
 
     def curve(motion: np.ndarray, names: tuple[str, ...], scale: float = 1.0) -> np.ndarray:

@@ -15,10 +15,11 @@ def render_mp4(scene, out: Path, frame_start: int, frame_end: int) -> Path:
     """Render frames [frame_start, frame_end] to ``out`` (.mp4). Changes the scene's output
     settings and frame range (save the .blend before if they matter). The file appears
     whole or not at all: Blender writes it under a temporary name first."""
+    from captalk.captalk_addon.compat import use_video_output
+
     render = scene.render
     settings = render.image_settings
-    if hasattr(settings, "media_type"):  # 5.0: the video formats only exist under VIDEO
-        settings.media_type = "VIDEO"
+    use_video_output(settings)
     settings.file_format = "FFMPEG"
     render.ffmpeg.format = "MPEG4"
     render.ffmpeg.codec = "H264"

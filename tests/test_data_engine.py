@@ -233,7 +233,8 @@ def test_loader_reports_bad_clips_and_keeps_good_ones(tmp_path, head):
 
 
 def test_windows_have_the_previous_window_and_the_captions_in_force(head):
-    from model.data.dataset import CaptionSegment, ClipRecord
+    from model.core.schedule import CaptionSegment
+    from model.data.dataset import ClipRecord
 
     motion = np.arange(250 * 2, dtype=np.float32).reshape(250, 2)
     record = ClipRecord("c", "train", Path("a.wav"), Path("m.npz"),

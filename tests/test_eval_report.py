@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data.dataset import CaptionSegment
+from model.core.schedule import CaptionSegment
 from model.evaluate.conditions import CONDITIONS, condition_segments
 from model.evaluate.dynamic import border_steps, frame_to_frame_mm, take_effect_frame
 from model.evaluate import EvaluationError

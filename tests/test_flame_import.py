@@ -125,7 +125,7 @@ def test_each_format_gives_the_documented_structure(files, flame, model_2020, ki
     assert model.channel_names[100:103] == ["global.rx", "global.ry", "global.rz"]
     assert model.shape_names[0] == "shape000" and model.shape_basis.shape == (300, V, 3)
     assert model.pose_basis.shape == (36, V, 3) and model.joint_regressor.shape == (5, V)
-    assert all(model.core.regions[r].size for r in ("lips", "upper_face", "lip_pairs", "eyes"))
+    assert all(model.regions[r].size for r in ("lips", "upper_face", "lip_pairs", "eyes"))
     assert any("derived from the rig" in note for note in model.notes)
     assert "not redistributable" in model.licence
     digest = __import__("hashlib").sha256(files[kind].read_bytes()).hexdigest()
@@ -189,11 +189,11 @@ def test_masks_file_gives_the_regions(files, flame):
     model = import_flame(files["2020"], masks=files["masks"])
     m = flame["masks"]
     eyes = np.union1d(m["left_eyeball"], m["right_eyeball"])
-    np.testing.assert_array_equal(model.core.regions["lips"], np.unique(m["lips"]))
-    np.testing.assert_array_equal(model.core.regions["eyes"], eyes)
+    np.testing.assert_array_equal(model.regions["lips"], np.unique(m["lips"]))
+    np.testing.assert_array_equal(model.regions["eyes"], eyes)
     upper_face = np.setdiff1d(np.union1d(m["forehead"], m["eye_region"]), eyes)
-    np.testing.assert_array_equal(model.core.regions["upper_face"], upper_face)
-    pairs = model.core.regions["lip_pairs"]
+    np.testing.assert_array_equal(model.regions["upper_face"], upper_face)
+    pairs = model.regions["lip_pairs"]
     assert len(pairs) >= 3 and np.isin(pairs, m["lips"]).all()
     upper, lower = model.template[pairs[:, 0]], model.template[pairs[:, 1]]
     assert np.all(upper[:, 2] > lower[:, 2])  # upper lip above the lower one (Z up)
@@ -333,8 +333,8 @@ def test_save_and_load_round_trip(files, tmp_path):
     for key in ("template", "faces", "expression_basis", "joints", "joint_parents", "lbs_weights",
                 "shape_basis", "joint_regressor", "pose_basis"):
         np.testing.assert_array_equal(getattr(loaded, key), getattr(model, key), err_msg=key)
-    for region in model.core.regions:
-        np.testing.assert_array_equal(loaded.regions[region], model.core.regions[region])
+    for region in model.regions:
+        np.testing.assert_array_equal(loaded.regions[region], model.regions[region])
     motion = np.random.default_rng(7).normal(0, 0.2, (3, model.num_channels))
     np.testing.assert_array_equal(loaded.vertices(motion), model.vertices(motion))
 
@@ -376,7 +376,7 @@ def test_flame_sized_fixture_imports(tmp_path):
     path = write_flame_2020_pickle(tmp_path / "generic_model.pkl")  # 5023 vertices, ~53 MB like FLAME 2020
     model = import_flame(path)
     assert model.num_vertices == 5023 and model.num_channels == 115
-    assert len(model.core.regions["lip_pairs"]) >= 3
+    assert len(model.regions["lip_pairs"]) >= 3
 
 
 def test_self_referencing_chumpy_object_is_an_error():

@@ -133,7 +133,8 @@ def test_markers_before_inside_and_after_the_audio(rate, audio_start):
         (math.ceil(end) + 5, "ignored", "ignored"),  # after the end
         (inside + fps, "a lively presenter", ""),  # 1 s later: only the style changes
     ]
-    entries = caption_schedule(sections, "a news anchor", "neutral", audio_start, SceneRate(fps, fps_base), duration)
+    entries = caption_schedule(sections, "a news anchor", "neutral", audio_start, SceneRate(fps, fps_base),
+                               duration).to_list()
 
     assert entries == [
         {"start": 0.0, "style": "a calm teacher, subtle head movements", "emotion": "neutral"},
@@ -152,29 +153,29 @@ def test_markers_before_inside_and_after_the_audio(rate, audio_start):
 
 
 def test_no_sections_gives_the_default_captions_throughout():
-    assert caption_schedule([], " a calm teacher ", "", 1, SceneRate(24), 3.0) == [
+    assert caption_schedule([], " a calm teacher ", "", 1, SceneRate(24), 3.0).to_list() == [
         {"start": 0.0, "style": "a calm teacher", "emotion": ""}]
 
 
 def test_a_marker_on_the_audio_start_sets_the_start_and_one_on_the_end_is_ignored():
     rate = SceneRate(25)
-    entries = caption_schedule([(11, "", "happy"), (11 + 100, "", "sad")], "s", "e", 11, rate, 4.0)
+    entries = caption_schedule([(11, "", "happy"), (11 + 100, "", "sad")], "s", "e", 11, rate, 4.0).to_list()
     assert entries == [{"start": 0.0, "style": "s", "emotion": "happy"}]  # frame 111 plays 4.0 s: the end
-    last = caption_schedule([(11 + 99, "", "sad")], "s", "e", 11, rate, 4.0)  # the last motion frame counts
+    last = caption_schedule([(11 + 99, "", "sad")], "s", "e", 11, rate, 4.0).to_list()  # the last motion frame counts
     assert [e["emotion"] for e in last] == ["e", "sad"]
 
 
 def test_empty_captions_keep_the_previous_ones_and_no_op_sections_are_dropped():
     rate = SceneRate(24)
     sections = [(24, "", "happy"), (48, "", ""), (72, "   ", "happy"), (96, "lively", "")]
-    entries = caption_schedule(sections, "calm", "", 0, rate, 10.0)
+    entries = caption_schedule(sections, "calm", "", 0, rate, 10.0).to_list()
     assert [(e["start"], e["style"], e["emotion"]) for e in entries] == [
         (0.0, "calm", ""), (1.0, "calm", "happy"), (4.0, "lively", "happy")]
 
 
 def test_two_markers_on_one_scene_frame_merge_and_the_later_section_wins():
     sections = [(48, "", "sad"), (48, "lively", "happy")]
-    entries = caption_schedule(sections, "calm", "neutral", 0, SceneRate(24), 5.0)
+    entries = caption_schedule(sections, "calm", "neutral", 0, SceneRate(24), 5.0).to_list()
     assert entries == [{"start": 0.0, "style": "calm", "emotion": "neutral"},
                        {"start": 2.0, "style": "lively", "emotion": "happy"}]
 
@@ -182,7 +183,7 @@ def test_two_markers_on_one_scene_frame_merge_and_the_later_section_wins():
 def test_markers_on_one_motion_frame_merge_and_the_later_marker_wins():
     # At 60 fps frames 121 and 122 play 2.017 s and 2.033 s: both take effect on motion frame 51.
     sections = [(122, "", "sad"), (121, "lively", "happy")]
-    entries = caption_schedule(sections, "calm", "neutral", 0, SceneRate(60), 5.0)
+    entries = caption_schedule(sections, "calm", "neutral", 0, SceneRate(60), 5.0).to_list()
     assert [(e["style"], e["emotion"]) for e in entries] == [("calm", "neutral"), ("lively", "sad")]
     assert entries[1]["start"] == pytest.approx(121 / 60)
     assert parse_schedule(entries).change_frames() == (51,)  # accepted: one change on that frame
@@ -190,7 +191,7 @@ def test_markers_on_one_motion_frame_merge_and_the_later_marker_wins():
 
 def test_sections_at_or_before_the_start_apply_in_time_order():
     sections = [(5, "", "happy"), (-20, "calm", "sad"), (10, "", "")]
-    entries = caption_schedule(sections, "s", "e", 10, SceneRate(24), 2.0)
+    entries = caption_schedule(sections, "s", "e", 10, SceneRate(24), 2.0).to_list()
     assert entries == [{"start": 0.0, "style": "calm", "emotion": "happy"}]
 
 

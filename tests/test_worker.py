@@ -21,7 +21,9 @@ from model.core.audio import SAMPLE_RATE, frame_count, load_audio
 from model.link.client import JobCancelledError, WorkerClient, WorkerError
 from model.link.launch import EXIT_ALREADY_RUNNING, WorkerSpec, WorkerUnavailable, ensure_worker
 from model.link.processes import alive
-from model.link.protocol import TOKEN_HEADER, GenerationRequest
+from model.core.contract import GenerationOptions, GenerationRequest
+from model.core.schedule import parse_schedule
+from model.link.protocol import PROTOCOL_VERSION, TOKEN_HEADER, RequestError
 from model.link.session import SessionError, read_session
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -62,11 +64,14 @@ def worker(tiny_checkpoint, tmp_path_factory):
     assert not session_file.exists(), "the worker leaves no session file behind"
 
 
-def request(path: Path | None = None, **fields) -> GenerationRequest:
-    fields.setdefault("options", {"seed": 3})
+def request(path: Path | None = None, style: str = "", emotion: str = "", schedule=(), options=None,
+            **fields) -> GenerationRequest:
+    """A request as the add-on makes one: captions and schedule entries into a `Schedule`,
+    option values into `GenerationOptions` (seed 3 unless given)."""
     if path is not None:
         fields["audio_path"] = str(path)
-    return GenerationRequest(**fields)
+    return GenerationRequest(schedule=parse_schedule(list(schedule), style, emotion),
+                             options=GenerationOptions(**({"seed": 3} if options is None else options)), **fields)
 
 
 def raw_http(port: int, method: str, path: str, headers: dict | None = None, body: bytes = b"") -> tuple[int, dict]:
@@ -145,14 +150,14 @@ def test_health_reports_device_checkpoint_version_and_limits(worker, tiny_checkp
     health = client.health()
     assert health["device"] == "cpu" and health["half"] is False
     assert Path(health["checkpoint"]) == tiny_checkpoint[1].resolve()
-    assert health["version"] == "0.1.0" and health["protocol"] == 1
+    assert health["version"] == "0.1.0" and health["protocol"] == PROTOCOL_VERSION == 2
     assert health["limits"]["max_audio_seconds"] == MAX_AUDIO_MINUTES * 60
     assert health["memory"]["rss_mb"] > 50
 
 
 # ---------------------------------------------------------------------------- generation
 def test_round_trip_gives_the_in_process_motion_with_progress(worker, tiny_checkpoint, one_torch_thread):
-    from model.generate import GenerationOptions, Generator
+    from model.generate import Generator
 
     _, client, _ = worker
     events = []
@@ -163,7 +168,7 @@ def test_round_trip_gives_the_in_process_motion_with_progress(worker, tiny_check
     samples = load_audio(SPEECH)
     assert clip.motion.shape == (frame_count(samples.size), len(clip.channels)) and clip.fps == 25.0
     local = Generator.load(tiny_checkpoint[1], device="cpu").generate(
-        samples, [{"start": 0, "style": "a calm teacher", "emotion": "happy"}], GenerationOptions(seed=3))
+        samples, parse_schedule(None, "a calm teacher", "happy"), GenerationOptions(seed=3))[0]
     assert clip.channels == local.channels
     np.testing.assert_allclose(clip.motion, local.motion, atol=1e-5)
     fractions = [f for f, _ in events]
@@ -283,7 +288,7 @@ def test_bad_audio_is_refused_clearly_and_the_worker_lives_on(worker, tmp_path, 
         soundfile.write(path, samples, SAMPLE_RATE, subtype="FLOAT")
     elif case == "too long":
         soundfile.write(path, np.zeros(int(SAMPLE_RATE * 31), np.int16), SAMPLE_RATE)
-    with pytest.raises(WorkerError, match=message) as caught:
+    with pytest.raises(RequestError, match=message) as caught:
         client.submit(request(path))
     assert caught.value.status == 400
     assert client.health()["jobs"]["queued"] == 0
@@ -293,13 +298,13 @@ def test_bad_audio_is_refused_clearly_and_the_worker_lives_on(worker, tmp_path, 
     ({"style": "x" * 1001}, "the style caption has 1001 characters; the limit is 1000"),
     ({"schedule": ({"start": 1.0, "emotion": "y" * 1500},)}, "limit is 1000"),
     ({"schedule": ({"start": 99.0, "emotion": "happy"},)}, "after the end"),
-    ({"options": {"temperature": -1}}, "temperature must be >= 0"),
-    ({"options": {"seed": "one"}}, "seed must be an integer"),
+    ({"options": {"temperature": -1}}, "temperature must be between 0 and 5"),
+    ({"options": {"seed": "one"}}, "seed must be a whole number"),
     ({"channels": ("jawOpen", "head.rx"), "head_model": "my_rig"}, "does not fit head model 'my_rig'"),
 ])
 def test_bad_requests_are_refused_with_the_reason(worker, fields, message):
     _, client, _ = worker
-    with pytest.raises((WorkerError, ValueError), match=message):
+    with pytest.raises(ValueError, match=message):  # refused by the client's own checks or by the worker (400)
         client.submit(request(SPEECH, **fields))
 
 
@@ -307,7 +312,7 @@ def test_bodies_over_the_limit_are_refused_unread(worker, tmp_path):
     _, client, _ = worker
     big = tmp_path / "big.wav"
     soundfile.write(big, np.zeros(SAMPLE_RATE * 25, np.float32), SAMPLE_RATE, subtype="FLOAT")  # 1.6 MB
-    with pytest.raises(WorkerError, match="limit is 1.0 MB") as caught:
+    with pytest.raises(RequestError, match="limit is 1.0 MB") as caught:
         client.submit(request(audio_bytes=big.read_bytes()))
     assert caught.value.status == 413
     # the worker's own check, for a client that does not look: only the headers are sent

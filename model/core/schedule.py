@@ -23,21 +23,29 @@ from __future__ import annotations
 import json
 import math
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from .audio import MOTION_FPS
-from ..data.dataset import MAX_CAPTION_CHARS, CaptionSegment
 from .errors import BadInput
 
-__all__ = ["CaptionSegment", "Schedule", "ScheduleError", "load_schedule", "parse_schedule", "start_frame"]
-
+MAX_CAPTION_CHARS = 1000  # per caption: a paragraph of direction; the text encoder reads at most 256 tokens
 _KEYS = ("start", "style", "emotion")
 
 
 class ScheduleError(BadInput):
     """A caption schedule that cannot be used; the message says which entry and why."""
+
+
+@dataclass(frozen=True)
+class CaptionSegment:
+    """Captions in force from ``start`` seconds on ("" = no caption)."""
+
+    start: float
+    style: str
+    emotion: str
 
 
 def start_frame(seconds: float, fps: float = MOTION_FPS) -> int:
@@ -104,9 +112,17 @@ class Schedule:
 def _caption(value, where: str, key: str) -> str:
     if not isinstance(value, str):
         raise ScheduleError(f"{where}: {key} must be text, got {type(value).__name__}")
-    value = value.strip()
-    if len(value) > MAX_CAPTION_CHARS:
+    if len(value) > MAX_CAPTION_CHARS:  # before any other look at it: a huge caption costs nothing to refuse
         raise ScheduleError(f"{where}: the {key} caption has {len(value)} characters; the limit is {MAX_CAPTION_CHARS}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (e.g. from undecodable bytes): the text encoder cannot read it
+        raise ScheduleError(f"{where}: the {key} caption is not valid text (it holds an unpaired surrogate)") from None
+    # line breaks and tabs read as spaces; other control characters are no words
+    value = " ".join(value.split())
+    control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise ScheduleError(f"{where}: the {key} caption holds the control character {control!r}; write plain text")
     return value
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from .audio import MOTION_FPS
 from .head_model import ROTATION_AXES, rotation_channel_names
 from .rig_layout import bone_local_quaternions
-from .schedule import start_frame
+from .schedule import Schedule, parse_schedule, start_frame
 from .errors import BadInput
 
 # Positions are snapped to whole frames within this tolerance, so a frame that lands
@@ -171,15 +171,14 @@ def rig_animation(motion: np.ndarray, channels: Sequence[str], bone_rest: Mappin
 
 def caption_schedule(sections: Iterable[tuple[float, str, str]], style: str, emotion: str,
                      audio_start_frame: float, rate: SceneRate, duration: float,
-                     motion_fps: float = MOTION_FPS) -> list[dict]:
-    """Caption sections on timeline markers -> schedule entries for one piece of audio.
+                     motion_fps: float = MOTION_FPS) -> Schedule:
+    """Caption sections on timeline markers -> the caption schedule of one piece of audio.
 
     sections: (marker frame, style, emotion) per section, in any order; style / emotion:
     the default captions; audio_start_frame: the scene frame (may be fractional) at which
-    the audio's time 0 plays; duration: the audio's length in seconds. Returns
-    ``[{"start": seconds from the audio's start, "style", "emotion"}, ...]`` sorted by
-    start, the first at 0, every caption resolved (as `model.core.schedule.parse_schedule`
-    takes them, and it accepts them).
+    the audio's time 0 plays; duration: the audio's length in seconds. Returns the
+    `Schedule` (starts in seconds from the audio's start, the first at 0, every caption
+    resolved); a caption it cannot use raises `ScheduleError`.
 
     Rules:
     - a marker at frame f is at t = (f - audio_start_frame) * fps_base / fps seconds;
@@ -213,7 +212,7 @@ def caption_schedule(sections: Iterable[tuple[float, str, str]], style: str, emo
             last.update(current)
         elif (last["style"], last["emotion"]) != (current["style"], current["emotion"]):
             entries.append({"start": seconds, **current})
-    return entries
+    return parse_schedule(entries)
 
 
 @dataclass(frozen=True)

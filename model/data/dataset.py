@@ -40,6 +40,7 @@ import numpy as np
 from ..core.audio import MOTION_FPS, SAMPLE_RATE, frame_count
 from ..core.motion_file import MotionFileError, load_motion
 from ..core.errors import BadInput
+from ..core.schedule import MAX_CAPTION_CHARS, CaptionSegment
 
 FORMAT_NAME = "captalk-dataset"
 FORMAT_VERSION = 1
@@ -47,20 +48,10 @@ INFO_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.jsonl"
 SPLITS = ("train", "val", "test")
 WINDOW_FRAMES = 100
-MAX_CAPTION_CHARS = 1000
 
 
 class DatasetError(BadInput):
     """A dataset that cannot be used at all (missing or foreign files); the message says why."""
-
-
-@dataclass(frozen=True)
-class CaptionSegment:
-    """Captions in force from ``start`` seconds on."""
-
-    start: float
-    style: str
-    emotion: str
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..data.dataset import CaptionSegment, ClipRecord
+from ..core.schedule import CaptionSegment
+from ..data.dataset import ClipRecord
 from ..core.head_model import HeadModel
 from ..metrics import METRES_TO_MM, MotionMetrics, lip_vertex_error, mean_metrics, sequence_metrics
 

@@ -56,8 +56,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..core.errors import BadInput
+from ..metrics import MEASURES
 
 ATTRIBUTES = ("mouth_amplitude", "head_motion", "smile", "frown", "brow_raise", "eye_widening")
 DIRECTIONS = ("up", "down")
@@ -69,7 +69,6 @@ UNITS = {"mouth_amplitude": "std of jawOpen (weight)", "head_motion": "RMS devia
 # among its most frequent captions for those controls), so the reference is in-distribution.
 NEUTRAL = ("A person is speaking.", "Neutral")
 
-HEAD_JOINT = "head"  # the open head's head-pose joint: channels head.rx, head.ry, head.rz
 RELATIVE_MARGIN = 0.10
 ABSOLUTE_FLOOR = {"mouth_amplitude": 0.005, "head_motion": 0.1, "smile": 0.02, "frown": 0.02, "brow_raise": 0.02,
                   "eye_widening": 0.02}
@@ -81,69 +80,6 @@ Generate = Callable[[object, str, str], "tuple[np.ndarray, Sequence[str]]"]
 
 class ControllabilityError(BadInput):
     """Motion that cannot be measured (a missing channel, a bad shape) or a bad caption entry."""
-
-
-# ----------------------------------------------------------------------------- measures
-
-
-def _columns(motion: np.ndarray, channels: Sequence[str], names: Sequence[str], attribute: str) -> np.ndarray:
-    """(T, len(names)) float64: the named channels of ``motion``."""
-    motion = np.asarray(motion)
-    if motion.ndim != 2 or motion.shape[1] != len(channels) or motion.shape[0] < 1:
-        raise ControllabilityError(f"{attribute}: expected (T >= 1, {len(channels)}) motion, got {motion.shape}")
-    index = {name: i for i, name in enumerate(channels)}
-    missing = [name for name in names if name not in index]
-    if missing:
-        raise ControllabilityError(f"{attribute} cannot be measured on this rig: it has no channel(s) "
-                                   f"{', '.join(missing)} (ARKit expression names and {HEAD_JOINT}.rx/ry/rz needed)")
-    return motion[:, [index[name] for name in names]].astype(np.float64)
-
-
-def mouth_amplitude(motion: np.ndarray, channels: Sequence[str]) -> float:
-    """std_t jawOpen_t (population std, blendshape weight).
-
-    jawOpen alone: it carries most of the opening and the teacher scales it by the mouth
-    gain and nothing else, while the lip channels the gain also scales (mouthStretch,
-    mouthLowerDown) take emotion poses too, and the rounding ones (mouthPucker,
-    mouthFunnel) only 0.7 + 0.3 x gain. A std ignores a constant offset, so an emotion's
-    held jaw drop (surprise) does not count as amplitude.
-    """
-    return float(_columns(motion, channels, ("jawOpen",), "mouth_amplitude")[:, 0].std())
-
-
-def head_motion(motion: np.ndarray, channels: Sequence[str]) -> float:
-    """sqrt(mean_t theta_t^2) in degrees, theta_t = angle(Rbar^T R_t).
-
-    R_t: the head joint's rotation (``head.rx/ry/rz`` axis-angle, radians); Rbar: the
-    rotation nearest mean_t R_t (chordal mean, by SVD). The deviation from the clip's
-    own mean, so a held posture (chin up when surprised) is not motion.
-    """
-    names = [f"{HEAD_JOINT}.{axis}" for axis in ("rx", "ry", "rz")]
-    rotations = axis_angle_to_matrix(_columns(motion, channels, names, "head_motion"))  # (T, 3, 3)
-    u, _, vt = np.linalg.svd(rotations.mean(axis=0))
-    mean = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
-    angles = np.linalg.norm(matrix_to_axis_angle(mean.T @ rotations), axis=-1)  # (T,) radians
-    return float(np.degrees(np.sqrt(np.mean(angles ** 2))))
-
-
-def _mean_of(names: tuple[str, ...], attribute: str) -> Callable[[np.ndarray, Sequence[str]], float]:
-    def measure(motion: np.ndarray, channels: Sequence[str]) -> float:
-        return float(_columns(motion, channels, names, attribute).mean())
-
-    measure.__name__ = attribute
-    measure.__doc__ = f"mean over frames and channels of {', '.join(names)} (blendshape weight)."
-    return measure
-
-
-smile = _mean_of(("mouthSmileLeft", "mouthSmileRight"), "smile")
-frown = _mean_of(("mouthFrownLeft", "mouthFrownRight"), "frown")
-brow_raise = _mean_of(("browInnerUp", "browOuterUpLeft", "browOuterUpRight"), "brow_raise")
-eye_widening = _mean_of(("eyeWideLeft", "eyeWideRight"), "eye_widening")
-
-MEASURES: dict[str, Callable[[np.ndarray, Sequence[str]], float]] = {
-    "mouth_amplitude": mouth_amplitude, "head_motion": head_motion, "smile": smile, "frown": frown,
-    "brow_raise": brow_raise, "eye_widening": eye_widening,
-}
 
 
 # ----------------------------------------------------------------------------- captions
@@ -339,7 +275,7 @@ def measure_controllability(generate: Generate, audios: Iterable, captions: Iter
 def generator_fn(generator, options=None) -> Generate:
     """``generate`` for `measure_controllability` from a loaded `model.generate.Generator`:
     constant captions, the same ``options`` (default: seed 0) for every call."""
-    from ..generate import GenerationOptions
+    from ..core.contract import GenerationOptions
     from ..core.schedule import parse_schedule
 
     options = GenerationOptions(seed=0) if options is None else options
@@ -347,8 +283,8 @@ def generator_fn(generator, options=None) -> Generate:
         raise ValueError("controllability compares single takes; use options with takes=1")
 
     def generate(audio, style: str, emotion: str):
-        result = generator.generate(audio, parse_schedule(None, style, emotion), options)
-        return result.motion, result.channels
+        take = generator.generate(audio, parse_schedule(None, style, emotion), options)[0]
+        return take.motion, take.channels
 
     return generate
 

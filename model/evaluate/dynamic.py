@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..core.audio import MOTION_FPS
-from ..data.dataset import CaptionSegment
+from ..core.schedule import CaptionSegment
 from ..core.head_model import HeadModel
 from ..metrics import METRES_TO_MM
 from ..core.schedule import start_frame

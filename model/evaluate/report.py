@@ -23,7 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from ..core.audio import SAMPLE_RATE, load_audio
-from ..data.dataset import CaptionSegment, open_dataset
+from ..core.schedule import CaptionSegment
+from ..data.dataset import open_dataset
 from ..core.head_model import HeadModel
 from ..core.motion_file import load_motion, save_motion
 from ..core.schedule import parse_schedule
@@ -63,7 +64,7 @@ class ReportConfig:
 def clip_generate(generator, options):
     """generate(audio, segments) -> (T, C) motion for `conditions` and `dynamic`."""
     def generate(audio, segments: Sequence[CaptionSegment]) -> np.ndarray:
-        return generator.generate(audio, parse_schedule(list(segments)), options).motion
+        return generator.generate(audio, parse_schedule(list(segments)), options)[0].motion
     return generate
 
 
@@ -91,9 +92,9 @@ def render_stills(config: ReportConfig, generator, options, audio: Path, times: 
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for index, (_, style, emotion) in enumerate(STILL_CAPTIONS):
-            result = generator.generate(audio, parse_schedule(None, style, emotion), options)
+            take = generator.generate(audio, parse_schedule(None, style, emotion), options)[0]
             files.append(Path(tmp) / f"caption{index}.npz")
-            save_motion(files[-1], result.to_clip())
+            save_motion(files[-1], take)
         command = [config.python, str(STILLS_SCRIPT), "--out", tmp, "--times", ",".join(f"{t:g}" for t in times),
                    *map(str, files)]
         done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
@@ -115,7 +116,8 @@ def render_stills(config: ReportConfig, generator, options, audio: Path, times: 
 
 
 def run_report(config: ReportConfig, log=print) -> dict:
-    from ..generate import GenerationOptions, Generator
+    from ..core.contract import GenerationOptions
+    from ..generate import Generator
 
     started = time.perf_counter()
     generator = Generator.load(config.checkpoint, device=config.device)
@@ -155,7 +157,7 @@ def run_report(config: ReportConfig, log=print) -> dict:
     log("real speech (LibriVox) ...")
     neutral_style, neutral_emotion = controllability.NEUTRAL
     real = real_speech.evaluate_real_speech(
-        lambda path: generator.generate(path, parse_schedule(None, neutral_style, neutral_emotion), options).motion,
+        lambda path: generator.generate(path, parse_schedule(None, neutral_style, neutral_emotion), options)[0].motion,
         head, real_speech.librivox_items())
     real_speech.plot_real_speech(real, config.out / "real_speech.png")
     summary["real_speech"] = real.summary()
@@ -189,7 +191,7 @@ def run_report(config: ReportConfig, log=print) -> dict:
         runs.append(speed.measure_speed(generator, audio, schedule, options))
         torch.set_num_threads(previous)
     summary["speed"] = [r.summary() for r in runs]
-    long_run = generator.generate(audio, schedule, options)
+    long_run = generator.generate(audio, schedule, options)[0]
     seam, other_max, other_p99 = dynamic.border_steps(head, long_run.motion, generator.window)
     offsets = long_run.meta["border_offsets"]
     summary["window_borders"] = {"max_step_at_borders_mm": seam, "max_step_elsewhere_mm": other_max,

@@ -14,17 +14,18 @@ import socket
 import threading
 from typing import Any, Callable
 
-from ..core.motion_file import MotionClip
-from ..serve.jobs import CANCELLED, DONE, FINISHED
-from .protocol import TOKEN_HEADER, GenerationRequest, decode_motion
-from .session import Session
+from ..core.contract import GenerationRequest
 from ..core.errors import BackendFailure, Cancelled
+from ..core.motion_file import MotionClip
+from .protocol import TOKEN_HEADER, FailureKind, JobState, RequestError, decode_motion, request_to_json
+from .session import Session
 
 EVENT_WAIT = 2.0  # seconds a progress poll waits on the worker: short, so cancel is quick
 
 
 class WorkerError(BackendFailure):
-    """The worker refused a request or a job failed; the message is for the user."""
+    """The worker failed unexpectedly; the message is for the user. (A request it refuses
+    raises `model.link.protocol.RequestError`, a job that fails on bad input `BadInput`.)"""
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
@@ -52,25 +53,29 @@ class WorkerClient:
         """Queue a generation; (job id, jobs ahead of it). Refusals raise `WorkerError`."""
         if self._max_body is None:
             self._max_body = int(self.health()["limits"]["max_body_bytes"])
-        data = json.dumps(request.to_json()).encode()
+        data = json.dumps(request_to_json(request)).encode()
         size = len(data)
         if size > self._max_body:  # refused here: the worker would close the connection mid-upload
-            raise WorkerError(f"the request has {size / 2**20:.1f} MB; the worker's limit is "
+            raise RequestError(f"the request has {size / 2**20:.1f} MB; the worker's limit is "
                               f"{self._max_body / 2**20:.1f} MB (send a path to the audio instead of its bytes)", 413)
         reply = self._call("POST", "/jobs", data=data)
         return reply["job"], reply["ahead"]
 
-    def events(self, job_id: str, after: int = 0, wait: float = EVENT_WAIT) -> tuple[list[dict], str]:
+    def events(self, job_id: str, after: int = 0, wait: float = EVENT_WAIT) -> tuple[list[dict], JobState]:
         reply = self._call("GET", f"/jobs/{job_id}/events?after={after}&wait={wait}", timeout=self.timeout + wait)
-        return reply["events"], reply["state"]
+        return reply["events"], JobState(reply["state"])
 
     def result(self, job_id: str) -> list[MotionClip]:
-        """The takes of a finished job (taken: a second call is a 404)."""
+        """The takes of a finished job (taken: a second call is a 404). A job that failed
+        raises its error: `JobCancelledError`, `BadInput` or `WorkerError`."""
         reply = self._call("GET", f"/jobs/{job_id}/result")
-        if reply["state"] == CANCELLED:
+        state = JobState(reply["state"])
+        if state == JobState.CANCELLED:
             raise JobCancelledError(reply.get("error") or "cancelled")
-        if reply["state"] != DONE:
-            raise WorkerError(reply.get("error") or f"the job {reply['state']}")
+        if state != JobState.DONE:
+            failure = FailureKind(reply.get("failure") or FailureKind.ERROR)
+            message = reply.get("error") or f"the job {state.value}"
+            raise WorkerError(message) if failure == FailureKind.ERROR else failure.error(message)
         return [decode_motion(take) for take in reply["takes"]]
 
     def cancel(self, job_id: str) -> str:
@@ -101,7 +106,7 @@ class WorkerClient:
                 after = event["seq"]
                 if on_progress is not None:
                     on_progress(event["fraction"], event["message"])
-            if state in FINISHED:
+            if state.finished:
                 return self.result(job_id)
 
     # ------------------------------------------------------------------ transport
@@ -128,5 +133,8 @@ class WorkerClient:
         except ValueError:
             raise WorkerError(f"the worker answered {status} with something that is not JSON", status) from None
         if status >= 400:
-            raise WorkerError(reply.get("error", f"the worker answered {status}"), status)
+            message = reply.get("error", f"the worker answered {status}")
+            if status in (400, 411, 413):  # the request was refused: the message says what is wrong with it
+                raise RequestError(message, status)
+            raise WorkerError(message, status)
         return reply

@@ -22,25 +22,57 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, fields
+from enum import Enum
 from functools import lru_cache
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..core.audio import DEFAULT_MAX_SECONDS
-from ..data.dataset import MAX_CAPTION_CHARS
+from ..core.contract import GenerationOptions, GenerationRequest
+from ..core.schedule import MAX_CAPTION_CHARS, parse_schedule
 from ..core.motion_file import MotionClip
 from ..core.paths import REPO_ROOT
-from ..core.errors import BadInput
+from ..core.errors import BackendFailure, BadInput, CapTalkError, Cancelled
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the schedule carries the default captions; options are checked as GenerationOptions
 TOKEN_HEADER = "X-CapTalk-Token"
-MAX_TAKES = 8
-_OPTION_KEYS = ("seed", "guidance", "style_guidance", "emotion_guidance", "temperature", "top_p", "takes",
-                "smoothing", "border_blend")
+_REQUEST_FIELDS = tuple(f.name for f in fields(GenerationRequest))
+
+
+class JobState(str, Enum):
+    """A job's life: queued -> running -> done | failed | cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+class FailureKind(str, Enum):
+    """Why a job failed, as the worker reports it: the client raises the matching error."""
+
+    BAD_INPUT = "bad input"  # the request could not be carried out as asked (the message says why)
+    CANCELLED = "cancelled"
+    ERROR = "error"  # a bug in the worker
+
+    @classmethod
+    def of(cls, error: BaseException) -> "FailureKind":
+        if isinstance(error, Cancelled):
+            return cls.CANCELLED
+        return cls.BAD_INPUT if isinstance(error, BadInput) else cls.ERROR
+
+    def error(self, message: str) -> CapTalkError:
+        """The error a client raises for a job that failed this way."""
+        kind = {FailureKind.BAD_INPUT: BadInput, FailureKind.CANCELLED: Cancelled}.get(self, BackendFailure)
+        return kind(message)
 
 
 class RequestError(BadInput):
@@ -74,89 +106,44 @@ class Limits:
             raise ValueError(f"limits must be positive: {self}")
 
 
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One generation: audio (a path the worker can read, or the file's bytes), captions,
-    the rig it is for, and sampling options. audio_start / audio_end crop the audio (the
-    part a trimmed sound strip plays); the motion's frame 0 is at audio_start.
+def request_to_json(request: GenerationRequest) -> dict:
+    """A request as the worker receives it (audio bytes in base64; the schedule in full,
+    default captions included; every option)."""
+    return {"audio_path": request.audio_path,
+            "audio_bytes": None if request.audio_bytes is None else base64.b64encode(request.audio_bytes).decode(),
+            "audio_start": request.audio_start, "audio_end": request.audio_end,
+            "schedule": request.schedule.to_list(), "head_model": request.head_model,
+            "channels": None if request.channels is None else list(request.channels),
+            "options": request.options.to_json(), "client": request.client}
 
-    schedule: caption entries as `model.core.schedule.parse_schedule` takes them (start in
-    seconds from the audio's start); style / emotion: the captions before the first.
-    head_model / channels: the target rig; the worker refuses a checkpoint that does
-    not drive exactly these channels. options: `model.generate.GenerationOptions` fields.
-    """
 
-    audio_path: str | None = None
-    audio_bytes: bytes | None = None
-    audio_start: float = 0.0  # seconds into the audio where the clip starts (a trimmed strip)
-    audio_end: float | None = None  # where it ends; None: the audio's end
-    schedule: tuple[Mapping[str, Any], ...] = ()
-    style: str = ""
-    emotion: str = ""
-    head_model: str | None = None
-    channels: tuple[str, ...] | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    client: str = ""
-
-    def __post_init__(self) -> None:
-        if (self.audio_path is None) == (self.audio_bytes is None):
-            raise RequestError("a request needs exactly one of audio_path and audio_bytes")
-        if self.audio_path is not None and not os.path.isabs(self.audio_path):
-            raise RequestError(f"audio_path must be absolute (the worker runs in its own folder): {self.audio_path!r}")
-        start, end = self.audio_start, self.audio_end
-        if isinstance(start, bool) or not isinstance(start, (int, float)) or not math.isfinite(start) or start < 0:
-            raise RequestError(f"audio_start must be a number of seconds >= 0, got {start!r}")
-        if end is not None and (isinstance(end, bool) or not isinstance(end, (int, float)) or not end > start):
-            raise RequestError(f"audio_end must be a number of seconds after audio_start ({start:g}), got {end!r}")
-        for name in ("style", "emotion"):
-            value = getattr(self, name)
-            if not isinstance(value, str):
-                raise RequestError(f"{name} must be text")
-            if len(value) > MAX_CAPTION_CHARS:
-                raise RequestError(f"the {name} caption has {len(value)} characters; the limit is {MAX_CAPTION_CHARS}")
-        unknown = sorted(set(self.options) - set(_OPTION_KEYS))
-        if unknown:
-            raise RequestError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_OPTION_KEYS)}")
-        takes = self.options.get("takes", 1)
-        if isinstance(takes, int) and takes > MAX_TAKES:
-            raise RequestError(f"takes is {takes}; at most {MAX_TAKES} takes per request")
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data["schedule"] = [dict(entry) for entry in self.schedule]
-        data["options"] = dict(self.options)
-        data["audio_bytes"] = None if self.audio_bytes is None else base64.b64encode(self.audio_bytes).decode()
-        return data
-
-    @classmethod
-    def from_json(cls, data: Any) -> "GenerationRequest":
-        """Parse a request body; anything malformed is a `RequestError` (400)."""
-        if not isinstance(data, Mapping):
-            raise RequestError("the request body must be a JSON object")
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise RequestError(f"unknown field(s) {', '.join(unknown)}")
-        values = dict(data)
-        if values.get("audio_bytes") is not None:
-            try:
-                values["audio_bytes"] = base64.b64decode(values["audio_bytes"], validate=True)
-            except (ValueError, TypeError):
-                raise RequestError("audio_bytes is not valid base64") from None
-        schedule = values.get("schedule") or ()
-        if not isinstance(schedule, (list, tuple)):
-            raise RequestError("schedule must be a list of {start, style, emotion} entries")
-        values["schedule"] = tuple(schedule)
-        channels = values.get("channels")
-        if channels is not None:
-            if not (isinstance(channels, (list, tuple)) and all(isinstance(c, str) for c in channels)):
-                raise RequestError("channels must be a list of channel names")
-            values["channels"] = tuple(channels)
-        if not isinstance(values.get("options", {}), Mapping):
-            raise RequestError("options must be an object")
-        for name in ("audio_path", "head_model", "client"):
-            if values.get(name) is not None and not isinstance(values[name], str):
-                raise RequestError(f"{name} must be text")
-        return cls(**values)
+def request_from_json(data: Any) -> GenerationRequest:
+    """`request_to_json`'s dict -> the request; anything malformed or invalid is a
+    `model.core.errors.BadInput` whose message names the field (the worker answers 400)."""
+    if not isinstance(data, dict):
+        raise RequestError("the request body must be a JSON object")
+    unknown = sorted(set(data) - set(_REQUEST_FIELDS))
+    if unknown:
+        raise RequestError(f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(_REQUEST_FIELDS)}")
+    values = {key: data[key] for key in _REQUEST_FIELDS if key in data}
+    if values.get("audio_bytes") is not None:
+        if not isinstance(values["audio_bytes"], str):
+            raise RequestError("audio_bytes must be base64 text")
+        try:
+            values["audio_bytes"] = base64.b64decode(values["audio_bytes"], validate=True)
+        except ValueError:
+            raise RequestError("audio_bytes is not valid base64") from None
+    schedule = values.get("schedule") or []
+    if not isinstance(schedule, list):
+        raise RequestError("schedule must be a list of {start, style, emotion} entries")
+    values["schedule"] = parse_schedule(schedule)
+    channels = values.get("channels")
+    if channels is not None:
+        if not (isinstance(channels, list) and all(isinstance(c, str) for c in channels)):
+            raise RequestError("channels must be a list of channel names")
+        values["channels"] = tuple(channels)
+    values["options"] = GenerationOptions.from_json(values.get("options") or {})
+    return GenerationRequest(**values)
 
 
 def encode_motion(clip: MotionClip) -> dict:

@@ -23,31 +23,25 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..core.errors import BadInput, Cancelled
+from ..core.errors import CapTalkError
+from ..link.protocol import FailureKind, JobState, RequestError
 
-QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-FINISHED = (DONE, FAILED, CANCELLED)
 KEEP_FINISHED = 32
 MAX_PENDING = 64  # jobs queued or running
 MAX_PENDING_BYTES = 2**30  # their payloads together: about 4.6 hours of 16 kHz float32 audio
 
 
-class JobCancelled(Cancelled):
-    """Raised by a job's work when its cancel event was set."""
+class QueueFull(RequestError):
+    """More work was submitted than the queue holds (HTTP 429); the message says to wait."""
 
-
-class JobFailed(BadInput):
-    """Raised by a job's work for a failure the user can act on (the message says how)."""
-
-
-class QueueFull(BadInput):
-    """More work was submitted than the queue holds; the message says to wait."""
+    def __init__(self, message: str):
+        super().__init__(message, 429)
 
 
 @dataclass(frozen=True)
 class Event:
     seq: int
-    state: str
+    state: JobState
     fraction: float
     message: str
 
@@ -61,11 +55,12 @@ class Job:
     payload: Any  # what the work function gets (the checked request)
     client: str
     created: float = field(default_factory=time.time)
-    state: str = QUEUED
+    state: JobState = JobState.QUEUED
     events: list[Event] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: str = ""
+    failure: FailureKind | None = None  # why it failed or was cancelled
     size: int = 0  # bytes the payload holds, counted against MAX_PENDING_BYTES until it finishes
 
 
@@ -89,7 +84,8 @@ def release_free_memory() -> None:
 _malloc_trim = None
 
 
-# work(job, progress) -> result; progress(fraction, message) reports; it checks job.cancel
+# work(job, progress) -> result; progress(fraction, message) reports; it checks job.cancel and
+# raises model.core.errors.Cancelled when it is set, BadInput for a request it cannot carry out
 Work = Callable[[Job, Callable[[float, str], None]], Any]
 
 
@@ -112,7 +108,7 @@ class JobQueue:
         or wait before it. `QueueFull` when the queue's bounds would be passed."""
         with self._changed:
             if self._stopping:
-                raise RuntimeError("the worker is shutting down")
+                raise RequestError("the worker is shutting down; send the request again (a new worker starts)", 503)
             ahead = len(self._pending) + (1 if self.running() else 0)
             if ahead >= self.max_pending:
                 raise QueueFull(f"{ahead} jobs are queued or running, the most the worker takes; submit again "
@@ -133,7 +129,7 @@ class JobQueue:
         with self._changed:
             return self._jobs[job_id]
 
-    def events(self, job_id: str, after: int = 0, wait: float = 0.0) -> tuple[list[Event], str]:
+    def events(self, job_id: str, after: int = 0, wait: float = 0.0) -> tuple[list[Event], JobState]:
         """Events with seq > ``after``, waiting up to ``wait`` s for one; and the job's state."""
         deadline = time.monotonic() + wait
         with self._changed:
@@ -141,7 +137,7 @@ class JobQueue:
             while True:
                 new = [e for e in job.events if e.seq > after]
                 left = deadline - time.monotonic()
-                if new or job.state in FINISHED or left <= 0:
+                if new or job.state.finished or left <= 0:
                     return new, job.state
                 self._changed.wait(left)
 
@@ -149,35 +145,35 @@ class JobQueue:
         """The finished job, forgotten after this (KeyError if unknown; the caller checks state)."""
         with self._changed:
             job = self._jobs[job_id]
-            if job.state in FINISHED:
+            if job.state.finished:
                 del self._jobs[job_id]
             return job
 
     def cancel(self, job_id: str) -> Job:
         with self._changed:
             job = self._jobs[job_id]
-            if job.state == QUEUED:
+            if job.state == JobState.QUEUED:
                 self._pending.remove(job)
-                self._finish(job, CANCELLED, "cancelled before it started")
-            elif job.state == RUNNING:
+                self._finish(job, FailureKind.CANCELLED, "cancelled before it started")
+            elif job.state == JobState.RUNNING:
                 job.cancel.set()
             return job
 
     def running(self) -> Job | None:
         with self._changed:
-            return next((j for j in self._jobs.values() if j.state == RUNNING), None)
+            return next((j for j in self._jobs.values() if j.state == JobState.RUNNING), None)
 
     def counts(self) -> dict:
         with self._changed:
             states = collections.Counter(j.state for j in self._jobs.values())
-            return {state: states.get(state, 0) for state in (QUEUED, RUNNING, DONE, FAILED, CANCELLED)}
+            return {state.value: states.get(state, 0) for state in JobState}
 
     def stop(self, timeout: float = 30.0) -> None:
         """Cancel everything and wait for the running job to stop."""
         with self._changed:
             self._stopping = True
             while self._pending:
-                self._finish(self._pending.popleft(), CANCELLED, "the worker shut down")
+                self._finish(self._pending.popleft(), FailureKind.CANCELLED, "the worker shut down")
             for job in self._jobs.values():
                 job.cancel.set()
             self._changed.notify_all()
@@ -192,7 +188,7 @@ class JobQueue:
                 if self._stopping:
                     return
                 job = self._pending.popleft()
-                job.state = RUNNING
+                job.state = JobState.RUNNING
                 self._add_event(job, 0.0, "started")
             self._execute(job)
 
@@ -203,29 +199,30 @@ class JobQueue:
 
         try:
             result = self._work(job, progress)
-        except JobCancelled as exc:
-            state, message, result = CANCELLED, str(exc) or "cancelled", None
-        except JobFailed as exc:
-            state, message, result = FAILED, str(exc), None
+        except CapTalkError as exc:  # cancelled, or a request that cannot be carried out: the message says why
+            failure, message, result = FailureKind.of(exc), str(exc) or "cancelled", None
         except Exception as exc:  # a bug: report it, keep serving
             traceback.print_exc(file=sys.stderr)
-            state, message, result = FAILED, f"internal error in the worker: {type(exc).__name__}: {exc}", None
+            failure, message, result = FailureKind.ERROR, f"internal error in the worker: {type(exc).__name__}: {exc}", None
         else:
-            state, message = DONE, "result ready"
+            failure, message = None, "result ready"
         with self._changed:
             job.result = result
-            self._finish(job, state, message)
+            self._finish(job, failure, message)
         del result
         release_free_memory()
 
-    def _finish(self, job: Job, state: str, message: str) -> None:
-        """(lock held) Record the end of ``job`` and forget the oldest finished jobs."""
-        job.state = state
-        job.error = "" if state == DONE else message
+    def _finish(self, job: Job, failure: FailureKind | None, message: str) -> None:
+        """(lock held) Record the end of ``job`` (``failure`` None: done) and forget the
+        oldest finished jobs."""
+        job.failure = failure
+        job.state = JobState.DONE if failure is None else \
+            JobState.CANCELLED if failure == FailureKind.CANCELLED else JobState.FAILED
+        job.error = "" if failure is None else message
         job.payload = None  # the audio is not needed any more: free it now, not when the job is forgotten
         self._pending_bytes -= job.size
         job.size = 0
-        self._add_event(job, 1.0 if state == DONE else (job.events[-1].fraction if job.events else 0.0), message)
+        self._add_event(job, 1.0 if failure is None else (job.events[-1].fraction if job.events else 0.0), message)
         self._finished.append(job.id)
         while len(self._finished) > KEEP_FINISHED:
             self._jobs.pop(self._finished.popleft(), None)

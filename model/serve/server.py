@@ -33,13 +33,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..core.audio import MOTION_FPS, SAMPLE_RATE
-from .jobs import DONE, FINISHED, JobCancelled, JobFailed, JobQueue, QueueFull
+from ..core.audio import MOTION_FPS
+from ..core.contract import GenerationRequest
+from ..core.errors import BadInput, MissingPart
 from ..link.processes import alive, owner_uid, start_time
-from ..link.protocol import PROTOCOL_VERSION, TOKEN_HEADER, GenerationRequest, Limits, RequestError, addon_version, \
-    encode_motion
+from ..link.protocol import PROTOCOL_VERSION, TOKEN_HEADER, JobState, Limits, RequestError, addon_version, \
+    encode_motion, request_from_json
 from ..link.session import Session, new_token, remove_session, session_path, write_session
-from ..core.errors import MissingPart
+from ..run import PreparedRequest, check_rig, prepare_request, run_prepared
+from .jobs import JobQueue
 
 LOOPBACK = "127.0.0.1"
 MAX_EVENT_WAIT = 30.0  # seconds a long poll may hold a connection
@@ -71,15 +73,6 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     owners: tuple[int, ...] = ()  # exit when all of these processes have exited
     threads: int = 0  # torch CPU threads; 0: torch's default
-
-
-@dataclass(frozen=True)
-class CheckedRequest:
-    """A request after every check: what a job runs."""
-
-    samples: Any  # (N,) float32, 16 kHz mono
-    schedule: Any  # model.core.schedule.Schedule
-    options: Any  # model.generate.GenerationOptions
 
 
 class Worker:
@@ -173,48 +166,16 @@ class Worker:
                 "uptime_s": round(time.time() - self.started, 1), "memory": _memory(generator.device),
                 "owners": self.owners(), "limits": self.config.limits.__dict__}
 
-    def check(self, request: GenerationRequest) -> CheckedRequest:
-        """Everything that can be refused before queueing; `RequestError` with the reason."""
-        from ..core.audio import AudioError, crop_audio, load_audio
-        from ..checkpoint import CheckpointError, check_fits
-        from ..generate import GenerationError, GenerationOptions
-        from ..core.schedule import ScheduleError, parse_schedule
-
-        manifest = self.generator.manifest
-        try:
-            if request.channels is not None:
-                check_fits(manifest, list(request.channels), request.head_model)
-            elif request.head_model and request.head_model != manifest.get("head_model"):
-                raise CheckpointError(f"the model was trained for head model '{manifest.get('head_model')}', "
-                                      f"not '{request.head_model}'")
-            options = GenerationOptions(**request.options)
-            schedule = parse_schedule(list(request.schedule), request.style, request.emotion)
-            source = request.audio_path if request.audio_path is not None else request.audio_bytes
-            if request.audio_path is not None and not os.path.exists(request.audio_path):  # the loader refuses the rest
-                raise AudioError(f"'{request.audio_path}': no such file (the worker reads it as user "
-                                 f"{_user_name()}, on this machine)")
-            samples = crop_audio(load_audio(source, max_seconds=self.config.limits.max_audio_seconds),
-                                 request.audio_start, request.audio_end)
-            schedule.check_duration(samples.size / SAMPLE_RATE)
-        except (AudioError, CheckpointError, GenerationError, ScheduleError) as exc:
-            raise RequestError(str(exc)) from None
-        except TypeError as exc:  # an option of the wrong type
-            raise RequestError(f"bad option: {exc}") from None
-        return CheckedRequest(samples, schedule, options)
+    def check(self, request: GenerationRequest) -> PreparedRequest:
+        """Everything that can be refused before queueing (audio, schedule, rig): a
+        `BadInput` with the reason, answered with 400."""
+        prepared = prepare_request(request, self.config.limits.max_audio_seconds)
+        check_rig(request, self.generator.manifest)
+        return prepared
 
     def _work(self, job, progress) -> list[dict]:
-        from ..generate import GenerationCancelled, GenerationError
-
-        request: CheckedRequest = job.payload
-        try:
-            results = self.generator.generate(request.samples, request.schedule, request.options, progress=progress,
-                                              cancel=job.cancel)
-        except GenerationCancelled as exc:
-            raise JobCancelled(str(exc)) from None
-        except GenerationError as exc:
-            raise JobFailed(str(exc)) from None
-        results = results if isinstance(results, list) else [results]
-        return [encode_motion(result.to_clip()) for result in results]
+        takes = run_prepared(self.generator, job.payload, progress=progress, cancel=job.cancel)
+        return [encode_motion(take) for take in takes]
 
 
 @dataclass
@@ -412,8 +373,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = self._route(method, parts, query)
         except RequestError as exc:
             status, body = exc.status, {"error": str(exc)}
-        except QueueFull as exc:
-            status, body = 429, {"error": str(exc)}
+        except BadInput as exc:  # a request that cannot be carried out: the message is for the user
+            status, body = 400, {"error": str(exc)}
         except KeyError:
             status, body = 404, {"error": "no such job (unknown id, or its result was already taken)"}
         except Exception as exc:  # a bug: answer it, keep serving
@@ -443,11 +404,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, {"state": state, "events": [e.to_json() for e in events]}
             if method == "GET" and action == "result":
                 job = jobs.get(job_id)
-                if job.state not in FINISHED:
-                    raise RequestError(f"job {job_id} is still {job.state}", 409)
+                if not job.state.finished:
+                    raise RequestError(f"job {job_id} is still {job.state.value}", 409)
                 job = jobs.take_result(job_id)
-                if job.state != DONE:
-                    return 200, {"state": job.state, "error": job.error}
+                if job.state != JobState.DONE:
+                    return 200, {"state": job.state, "error": job.error, "failure": job.failure}
                 return 200, {"state": job.state, "takes": job.result}
             if method == "POST" and action == "cancel":
                 self._read_json(SMALL_BODY)  # an empty body or {}: read so the client's write completes
@@ -473,7 +434,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError("the worker is busy reading other requests; try again shortly", 503)
         try:
-            request = GenerationRequest.from_json(self._read_json(length=length))
+            request = request_from_json(self._read_json(length=length))
             checked = self.worker.check(request)
             job, ahead = self.worker.jobs.submit(checked, client=request.client, size=_payload_bytes(checked))
         finally:
@@ -574,15 +535,6 @@ def _memory(device) -> dict:
 
         memory["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return memory
-
-
-def _user_name() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 def serve(config: ServerConfig) -> None:

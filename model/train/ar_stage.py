@@ -192,12 +192,14 @@ class GenerationCheck:
         self.generator, self.head, self.records, self.motions = generator, head, records, motions
 
     def add_to(self, tally: Tally, rank: int, world_size: int) -> None:
-        from ..generate import GenerationOptions
+        from ..core.contract import GenerationOptions
+        from ..core.schedule import parse_schedule
 
         for k in range(rank, len(self.records), world_size):
             record = self.records[k]
-            result = self.generator.generate(str(record.audio), list(record.segments), GenerationOptions(seed=0))
-            metrics = sequence_metrics(self.head, result.motion, self.motions[k])
+            take = self.generator.generate(str(record.audio), parse_schedule(list(record.segments)),
+                                           GenerationOptions(seed=0))[0]
+            metrics = sequence_metrics(self.head, take.motion, self.motions[k])
             tally.add({f"gen_{name}": value for name, value in metrics.as_dict().items()}, 1)
 
 

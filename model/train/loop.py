@@ -67,7 +67,7 @@ class TrainingError(BadInput):
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 20_000
-    batch: int = 64  # global: split across processes
+    batch: int = 32  # global: split across processes
     lr: float = 1e-4
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
@@ -76,7 +76,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     val_every: int = 1000
-    save_every: int = 1000
+    save_every: int = 500
     log_every: int = 25
     workers: int = 1  # threads building batches ahead of the step (0: in the training thread)
     stop_after: int | None = None  # stop (state saved) after this step; None = run to ``steps``

@@ -115,7 +115,7 @@ def open_blend(path: Path):
     scene = bpy.context.scene
     mesh = next(o for o in scene.objects if o.get("captalk_rig_part") == "mesh")
     from captalk.captalk_addon.rig_builder import find_rig
-    from captalk.captalk_addon.sequencer import strip_collection
+    from captalk.captalk_addon.compat import strip_collection
 
     return scene, *find_rig(mesh), list(strip_collection(scene))
 

@@ -156,7 +156,7 @@ def test_remove_section_removes_its_marker_and_only_it(empty_scene):
 
 
 def test_a_section_whose_marker_is_gone_is_skipped_and_can_get_a_marker_again(empty_scene):
-    from captalk.captalk_addon.properties import section_entries
+    from captalk.captalk_addon.sections import section_entries
 
     scene = empty_scene
     add_section_at(scene, 10, emotion="happy")
@@ -190,8 +190,7 @@ def test_renaming_a_section_renames_its_marker_and_keeps_names_unique(empty_scen
 
 
 def test_sections_become_the_caption_schedule_of_a_strip(empty_scene):
-    from captalk.captalk_addon.properties import section_entries
-    from captalk.model.core.schedule import parse_schedule
+    from captalk.captalk_addon.sections import section_entries
     from captalk.model.core.timeline import SceneRate, caption_schedule
 
     scene = empty_scene
@@ -201,15 +200,15 @@ def test_sections_become_the_caption_schedule_of_a_strip(empty_scene):
     add_section_at(scene, 80, emotion="happy")  # before the audio: in force from its start
     add_section_at(scene, 160, style="lively")  # 60 frames in: 2.002 s
     add_section_at(scene, 900, emotion="sad")  # after the audio's end
-    entries = caption_schedule(section_entries(scene), settings.style, settings.emotion, 100,
-                               SceneRate.from_blender(scene.render.fps, scene.render.fps_base), 10.0)
-    assert entries == [{"start": 0.0, "style": "a calm teacher", "emotion": "happy"},
-                       {"start": pytest.approx(2.002), "style": "lively", "emotion": "happy"}]
-    assert parse_schedule(entries).change_frames() == (51,)
+    schedule = caption_schedule(section_entries(scene), settings.style, settings.emotion, 100,
+                                SceneRate.from_blender(scene.render.fps, scene.render.fps_base), 10.0)
+    assert schedule.to_list() == [{"start": 0.0, "style": "a calm teacher", "emotion": "happy"},
+                                  {"start": pytest.approx(2.002), "style": "lively", "emotion": "happy"}]
+    assert schedule.change_frames() == (51,)
 
 
 def test_caption_presets_fill_the_default_captions_and_a_section(empty_scene):
-    from captalk.operators.sections import EMOTION_PRESETS, STYLE_PRESETS
+    from captalk.captalk_addon.sections import EMOTION_PRESETS, STYLE_PRESETS
 
     scene = empty_scene
     section = add_section_at(scene, 10)
