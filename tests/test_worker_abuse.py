@@ -30,7 +30,7 @@ import soundfile
 
 from model.core.audio import SAMPLE_RATE, frame_count
 from model.link.client import WorkerClient, WorkerError, WorkerGone
-from model.link.protocol import TOKEN_HEADER, request_to_json
+from model.link.protocol import TOKEN_HEADER
 from model.link.session import read_session
 from model.serve.jobs import MAX_PENDING
 from model.serve.server import MAX_CONNECTIONS, REQUEST_TIMEOUT
@@ -219,9 +219,9 @@ NESTED = b"[" * 100_000 + b"]" * 100_000
     (b"null", "must be a JSON object"),
     (NESTED, "nested too deeply"),
     (b'{"audio_path": "/x.wav", "a": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_000 + b"}", "nested too deeply"),
-    (b'{"audio_path": 5}', "audio_path must be text"),
-    (b'{"audio_path": "/x.wav", "unknown_field": 1}', "unknown field(s) unknown_field"),
-    (b'{"audio_path": "/x.wav", "options": {"nope": 1}}', "unknown option(s) nope"),
+    (b'{"audio_path": 5}', "audio_path must be an absolute path"),
+    (b'{"audio_path": "/x.wav", "unknown_field": 1}', "unknown field(s) 'unknown_field'"),
+    (b'{"audio_path": "/x.wav", "options": {"nope": 1}}', "unknown option(s) 'nope'"),
     (b'{"audio_path": "/x.wav", "options": []}', "options must be an object"),
     (b'{"audio_path": "/x.wav", "schedule": "later"}', "schedule must be a list"),
     (b'{"audio_path": "/x.wav", "channels": [1, 2]}', "channels must be a list of channel names"),
@@ -230,7 +230,7 @@ NESTED = b"[" * 100_000 + b"]" * 100_000
     (b'{"audio_path": "/x.wav", "audio_start": -Infinity}', "-Infinity is not a JSON number"),
     (b'{"audio_path": "/x.wav", "options": {"temperature": 1e400}}', "out of range"),
     (b'{"audio_path": "/x.wav", "options": {"seed": 1' + b"0" * 5000 + b"}}", "not JSON"),
-    (b'{"audio_path": "relative.wav"}', "audio_path must be absolute"),
+    (b'{"audio_path": "relative.wav"}', "audio_path must be an absolute path"),
     (b'{"audio_path": "/x.wav", "audio_bytes": "AAAA"}', "exactly one of audio_path and audio_bytes"),
     (b"{}", "exactly one of audio_path and audio_bytes"),
 ])
@@ -343,14 +343,14 @@ def test_option_values_are_refused_with_400(abused, name, value):
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"audio_start": -1}, "audio_start must be a number of seconds >= 0"),
-    ({"audio_start": "0"}, "audio_start must be a number"),
-    ({"audio_start": True}, "audio_start must be a number"),
+    ({"audio_start": -1}, "audio_start must be a finite number of seconds >= 0"),
+    ({"audio_start": "0"}, "audio_start must be a finite number"),
+    ({"audio_start": True}, "audio_start must be a finite number"),
     ({"audio_start": 1e308}, "holds less than one motion frame"),
     ({"audio_start": 7.54}, "holds less than one motion frame"),  # the clip is 7.555 s long
-    ({"audio_end": 0}, "audio_end must be a number of seconds after audio_start"),
-    ({"audio_start": 2, "audio_end": 1}, "audio_end must be a number of seconds after audio_start"),
-    ({"audio_end": "1"}, "audio_end must be a number"),
+    ({"audio_end": 0}, "audio_end must be a finite number of seconds after audio_start"),
+    ({"audio_start": 2, "audio_end": 1}, "audio_end must be a finite number of seconds after audio_start"),
+    ({"audio_end": "1"}, "audio_end must be a finite number"),
     ({"audio_start": 1, "audio_end": 1.01}, "holds less than one motion frame"),
 ])
 def test_audio_ranges_out_of_bounds_are_refused(abused, fields, message):

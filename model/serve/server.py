@@ -40,7 +40,7 @@ from ..link.processes import alive, owner_uid, start_time
 from ..link.protocol import PROTOCOL_VERSION, TOKEN_HEADER, JobState, Limits, RequestError, addon_version, \
     encode_motion, request_from_json
 from ..link.session import Session, new_token, remove_session, session_path, write_session
-from ..run import PreparedRequest, check_rig, prepare_request, run_prepared
+from ..run import PreparedRequest, _user_name, check_rig, prepare_request, run_prepared
 from .jobs import JobQueue
 
 LOOPBACK = "127.0.0.1"
