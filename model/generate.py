@@ -144,9 +144,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
 class _Captions:
     """Token states of every caption a schedule uses, encoded once: caption -> (T, Dt), (T,)."""
 
-    def __init__(self, encoder, texts: Sequence[str], dim: int):
+    def __init__(self, encoder, texts: Sequence[str], dim: int, cancel_check: Callable[[], None] | None = None):
         self.table = {"": (np.zeros((1, dim), np.float32), np.zeros(1, bool))}
         for text in sorted({t for t in texts if t}):
+            if cancel_check is not None:
+                cancel_check()  # hundreds of sections take seconds to encode: stop between them
             # one caption per call: batched with others its states would change in the last
             # bits with their padding, and a later caption must not touch earlier frames
             states, masks = encoder.encode([text])
@@ -215,7 +217,7 @@ class WindowStream:
         resumed = clock = gen.sync_time()  # total_s counts our work, not the consumer's between chunks
         self._check_cancel(0)
         self._report(0.0, "encoding speech")
-        features = gen.speech.features(self.audio)
+        features = gen.speech.features(self.audio, cancel_check=lambda: self._check_cancel(0))
         if features.shape != (self.num_frames, gen.ar.config.speech_dim):
             raise RuntimeError(f"speech encoder gave {features.shape}, expected ({self.num_frames}, "
                                f"{gen.ar.config.speech_dim})")
@@ -223,7 +225,7 @@ class WindowStream:
         self._check_cancel(0)
         self._report(ENCODER_SHARE / 2, "encoding captions")
         captions = _Captions(gen.text, [t for s in self.schedule.segments for t in (s.style, s.emotion)],
-                             gen.ar.config.text_dim)
+                             gen.ar.config.text_dim, cancel_check=lambda: self._check_cancel(0))
         self._clock("text_encoder_s", clock)
         self._report(ENCODER_SHARE, "generating motion")
 

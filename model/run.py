@@ -42,9 +42,8 @@ def prepare_request(request: GenerationRequest, max_audio_seconds: float = DEFAU
     """Decode and crop the request's audio and check its schedule fits it. Raises
     `AudioError` / `ScheduleError` (both `BadInput`) with the reason."""
     path = request.audio_path
-    if path is not None and not os.path.isfile(path):  # a FIFO or device would block or never end
-        what = "is not a regular file" if os.path.exists(path) else "no such file"
-        raise AudioError(f"'{path}': {what} (the back end reads it as user {_user_name()}, on this machine)")
+    if path is not None and not os.path.exists(path):  # the loader refuses special files, saying which
+        raise AudioError(f"'{path}': no such file (the back end reads it as user {_user_name()}, on this machine)")
     samples = crop_audio(load_audio(request.audio_source, max_seconds=max_audio_seconds), request.audio_start,
                          request.audio_end)
     request.schedule.check_duration(samples.size / SAMPLE_RATE)

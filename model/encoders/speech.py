@@ -29,11 +29,13 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..core.audio import MOTION_FPS, SAMPLE_RATE, AudioError, frame_count
+
+CancelCheck = Callable[[], None]  # called between chunks; raises to stop (e.g. `GenerationCancelled`)
 
 ALIGNMENT_VERSION = "c40ms-v1"  # "row i = 40 ms window centred on i / 25 s"
 MIN_SAMPLES = SAMPLE_RATE // 10  # shorter input is zero-padded: STFT / conv stacks need a few windows
@@ -50,8 +52,9 @@ class SpeechEncoder(Protocol):
     encoder_id: str  # stored in checkpoints: a model trained on one encoder's features needs the same one
     dim: int
 
-    def features(self, audio: np.ndarray) -> np.ndarray:
-        """(N,) float32 16 kHz mono -> (T, dim) float32, T = frame_count(N)."""
+    def features(self, audio: np.ndarray, cancel_check: CancelCheck | None = None) -> np.ndarray:
+        """(N,) float32 16 kHz mono -> (T, dim) float32, T = frame_count(N); ``cancel_check``
+        is called between chunks of long audio and may raise to stop the encoding."""
         ...
 
 
@@ -164,7 +167,8 @@ def _default_threads() -> int:
 class _FrameEncoder:
     """Shared `features`: validation, short-input padding and the alignment convention.
 
-    Subclasses provide ``_native_frames(audio) -> ((K, D) features, (K,) centre sample)``.
+    Subclasses provide ``_native_frames(audio, check) -> ((K, D) features, (K,) centre
+    sample)``, calling ``check()`` between chunks (it raises when the caller cancels).
     """
 
     encoder_id: str
@@ -172,17 +176,18 @@ class _FrameEncoder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
-    def features(self, audio: np.ndarray) -> np.ndarray:
-        """(N,) float32 16 kHz mono -> (T, dim) float32, T = frame_count(N)."""
+    def features(self, audio: np.ndarray, cancel_check: CancelCheck | None = None) -> np.ndarray:
+        """(N,) float32 16 kHz mono -> (T, dim) float32, T = frame_count(N); ``cancel_check()``
+        runs between chunks (blocks) and may raise to stop."""
         audio = _check_audio(audio)
         num_frames = frame_count(audio.size)
         if audio.size < MIN_SAMPLES:
             audio = np.pad(audio, (0, MIN_SAMPLES - audio.size))
-        native, centre_samples = self._native_frames(audio)
+        native, centre_samples = self._native_frames(audio, cancel_check or _no_check)
         frames = to_motion_frames(native, np.asarray(centre_samples, np.float64) / SAMPLE_RATE, num_frames)
         return self._finish(frames)
 
-    def _native_frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _native_frames(self, audio: np.ndarray, check: CancelCheck) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def _finish(self, frames: np.ndarray) -> np.ndarray:
@@ -190,6 +195,10 @@ class _FrameEncoder:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.encoder_id!r})"
+
+
+def _no_check() -> None:
+    pass
 
 
 def _keep(chunk: Chunk, centres: np.ndarray, num_samples: int, hop: int) -> np.ndarray:
@@ -241,7 +250,7 @@ class LogMelEncoder(_FrameEncoder):
             self._filters = torch.from_numpy(bank.T.astype(np.float32))  # (n_mels, bins)
         return self._filters
 
-    def _native_frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _native_frames(self, audio: np.ndarray, check: CancelCheck) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         cfg = self.config
@@ -253,6 +262,7 @@ class LogMelEncoder(_FrameEncoder):
         blocks = []
         with torch.inference_mode():
             for first in range(0, count, cfg.block_frames):
+                check()
                 last = min(first + cfg.block_frames, count)
                 piece = padded[first * cfg.hop : (last - 1) * cfg.hop + cfg.n_fft]
                 spec = torch.stft(piece, cfg.n_fft, cfg.hop, window=window, center=False, return_complex=True)
@@ -365,7 +375,7 @@ class WhisperEncoder(_FrameEncoder):
             self._model = model
             return model
 
-    def _native_frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _native_frames(self, audio: np.ndarray, check: CancelCheck) -> tuple[np.ndarray, np.ndarray]:
         import ctranslate2
 
         model = self._load()
@@ -373,6 +383,7 @@ class WhisperEncoder(_FrameEncoder):
         plan = plan_chunks(audio.size, WHISPER_CHUNK_SAMPLES, self._context)
         states, centres = [], []
         for first in range(0, len(plan), per_call):
+            check()
             group = plan[first : first + per_call]
             mel = self._extractor(
                 [audio[c.start : c.stop] for c in group],
@@ -479,7 +490,7 @@ class HFSpeechEncoder(_FrameEncoder):
             self._model = model
             return model
 
-    def _native_frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _native_frames(self, audio: np.ndarray, check: CancelCheck) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         model = self._load()
@@ -489,6 +500,7 @@ class HFSpeechEncoder(_FrameEncoder):
         chunk_samples -= chunk_samples % (2 * align)  # chunk starts stay on the model's frame grid
         states, centres = [], []
         for chunk in plan_chunks(audio.size, chunk_samples, context):
+            check()
             piece = audio[chunk.start : chunk.stop]
             if piece.size < MIN_SAMPLES:
                 piece = np.pad(piece, (0, MIN_SAMPLES - piece.size))

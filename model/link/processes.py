@@ -39,3 +39,11 @@ def alive(pid: int, start: float | None = None) -> bool:
     if start is not None and start_time(pid) != start:
         return False
     return fields[0] != "Z"
+
+
+def owner_uid(pid: int) -> int | None:
+    """The user id owning process ``pid`` (Linux: its /proc entry's owner), None if gone."""
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None

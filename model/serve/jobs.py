@@ -8,7 +8,9 @@ A job's life: queued -> running -> done | failed | cancelled (queued -> cancelle
 cancelled before it starts). Each change and each progress report is an `Event` with a
 sequence number, so a client polling with ``after=seq`` never misses or repeats one.
 Finished jobs are kept until their result is taken or `KEEP_FINISHED` newer jobs have
-finished, whichever comes first.
+finished, whichever comes first; a job's payload (its audio) is dropped as soon as it
+finishes. The queue is bounded: at most `MAX_PENDING` jobs and `MAX_PENDING_BYTES` of
+payload wait or run at once; a submit beyond that is refused (`QueueFull`, HTTP 429).
 """
 from __future__ import annotations
 
@@ -25,6 +27,15 @@ from ..core.errors import CapTalkError
 from ..link.protocol import FailureKind, JobState, RequestError
 
 KEEP_FINISHED = 32
+MAX_PENDING = 64  # jobs queued or running
+MAX_PENDING_BYTES = 2**30  # their payloads together: about 4.6 hours of 16 kHz float32 audio
+
+
+class QueueFull(RequestError):
+    """More work was submitted than the queue holds (HTTP 429); the message says to wait."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 429)
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,27 @@ class Job:
     result: Any = None
     error: str = ""
     failure: FailureKind | None = None  # why it failed or was cancelled
+    size: int = 0  # bytes the payload holds, counted against MAX_PENDING_BYTES until it finishes
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere a
+    no-op). A job's buffers are freed when it ends, but glibc keeps freed small blocks in
+    its per-thread arenas, so a long-lived worker's resident memory would only ever grow
+    to the largest job's level instead of returning to its idle level."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 # work(job, progress) -> result; progress(fraction, message) reports; it checks job.cancel and
@@ -58,8 +90,10 @@ Work = Callable[[Job, Callable[[float, str], None]], Any]
 
 
 class JobQueue:
-    def __init__(self, work: Work):
+    def __init__(self, work: Work, max_pending: int = MAX_PENDING, max_pending_bytes: int = MAX_PENDING_BYTES):
         self._work = work
+        self.max_pending, self.max_pending_bytes = max_pending, max_pending_bytes
+        self._pending_bytes = 0  # sizes of the queued and running jobs
         self._jobs: dict[str, Job] = {}
         self._pending: collections.deque[Job] = collections.deque()
         self._finished: collections.deque[str] = collections.deque()
@@ -69,13 +103,22 @@ class JobQueue:
         self._thread.start()
 
     # ------------------------------------------------------------------ clients' side
-    def submit(self, payload: Any, client: str = "") -> tuple[Job, int]:
-        """Queue a job; returns it and how many jobs run or wait before it."""
+    def submit(self, payload: Any, client: str = "", size: int = 0) -> tuple[Job, int]:
+        """Queue a job (``size``: bytes its payload holds); returns it and how many jobs run
+        or wait before it. `QueueFull` when the queue's bounds would be passed."""
         with self._changed:
             if self._stopping:
                 raise RequestError("the worker is shutting down; send the request again (a new worker starts)", 503)
-            job = Job(id=secrets.token_hex(16), payload=payload, client=client)
             ahead = len(self._pending) + (1 if self.running() else 0)
+            if ahead >= self.max_pending:
+                raise QueueFull(f"{ahead} jobs are queued or running, the most the worker takes; submit again "
+                                "when one has finished")
+            if ahead and self._pending_bytes + size > self.max_pending_bytes:
+                raise QueueFull(f"the queued jobs hold {self._pending_bytes / 2**20:.0f} MB of audio and this one "
+                                f"{size / 2**20:.0f} MB, more than the worker's {self.max_pending_bytes / 2**20:.0f} "
+                                "MB; submit again when one has finished")
+            job = Job(id=secrets.token_hex(16), payload=payload, client=client, size=size)
+            self._pending_bytes += size
             self._jobs[job.id] = job
             self._pending.append(job)
             self._add_event(job, 0.0, f"queued ({ahead} job{'s' if ahead != 1 else ''} ahead)")
@@ -166,6 +209,8 @@ class JobQueue:
         with self._changed:
             job.result = result
             self._finish(job, failure, message)
+        del result
+        release_free_memory()
 
     def _finish(self, job: Job, failure: FailureKind | None, message: str) -> None:
         """(lock held) Record the end of ``job`` (``failure`` None: done) and forget the
@@ -174,6 +219,9 @@ class JobQueue:
         job.state = JobState.DONE if failure is None else \
             JobState.CANCELLED if failure == FailureKind.CANCELLED else JobState.FAILED
         job.error = "" if failure is None else message
+        job.payload = None  # the audio is not needed any more: free it now, not when the job is forgotten
+        self._pending_bytes -= job.size
+        job.size = 0
         self._add_event(job, 1.0 if failure is None else (job.events[-1].fraction if job.events else 0.0), message)
         self._finished.append(job.id)
         while len(self._finished) > KEEP_FINISHED:
