@@ -21,8 +21,6 @@ import pytest
 FUZZ = Path(__file__).resolve().parent / "fuzz"
 CORPUS = FUZZ / "corpus"
 FUZZ_SECONDS = int(os.environ.get("CAPTALK_FUZZ_SECONDS", "20"))
-AUDIO_OWNER = ("audio decoding is bounded by issue 20 item 4 (model/core/audio.py, another change): a WAV header "
-               "with a huge sample rate or channel count still makes load_audio allocate gigabytes")
 
 
 def run_fuzzer(target: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[Path]]:
@@ -40,7 +38,7 @@ def run_fuzzer(target: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess
 @pytest.mark.parametrize("target", [
     "unpickler",
     "request",
-    pytest.param("audio", marks=pytest.mark.xfail(strict=True, reason=AUDIO_OWNER)),
+    "audio",
 ])
 def test_fuzzer_finds_no_crash(target, tmp_path, record_property):
     result, artifacts = run_fuzzer(target, tmp_path)
@@ -80,7 +78,6 @@ except Exception as exc:
 """
 
 
-@pytest.mark.xfail(strict=True, reason=AUDIO_OWNER)
 def test_a_wav_declaring_a_gigahertz_rate_is_refused_without_gigabytes():
     """fuzz_audio: a 64-byte WAV at 1,073,741,824 Hz made the resampler build a filter of
     billions of taps (out of memory at 2.6 GB under the fuzzer; issue 20 item 4)."""

@@ -13,7 +13,9 @@ Every request carries the session token in the ``X-CapTalk-Token`` header.
 
 Errors are ``{"error": message}`` with status 400 (bad request: the message is for the
 user), 401 (no or wrong token), 404, 409 (result asked for too early), 411/413 (body
-length missing / over the limit) or 500 (a bug: the message names it, the worker lives on).
+length missing / over the limit), 414/431 (request line / headers too long), 429 (queue
+full), 501/505 (method / HTTP version), 503 (busy: try again) or 500 (a bug: the message
+names it, the worker lives on).
 
 Motion comes back as float32 little-endian bytes, base64 in JSON (about 0.5 MB for 60 s
 of the open head): small next to the audio, and readable from any language.
@@ -142,7 +144,8 @@ def request_from_json(data: Any) -> GenerationRequest:
         if not (isinstance(channels, list) and all(isinstance(c, str) for c in channels)):
             raise RequestError("channels must be a list of channel names")
         values["channels"] = tuple(channels)
-    values["options"] = GenerationOptions.from_json(values.get("options") or {})
+    options = values.get("options")
+    values["options"] = GenerationOptions.from_json({} if options is None else options)
     return GenerationRequest(**values)
 
 
