@@ -29,7 +29,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -59,15 +59,20 @@ class SpeechEncoder(Protocol):
 
 
 def to_motion_frames(
-    native: np.ndarray, centres: np.ndarray, num_frames: int, fps: float = MOTION_FPS
+    native: np.ndarray, centres: np.ndarray, num_frames: int, fps: float = MOTION_FPS, first_row: int = 0
 ) -> np.ndarray:
     """Native encoder frames -> motion-frame rows by the module's alignment convention.
 
     native: (K, D) features; centres: (K,) strictly increasing centre times in seconds.
-    Returns (num_frames, D) float32; row i = mean of the piecewise-constant native signal
-    over [i / fps - 0.5 / fps, i / fps + 0.5 / fps). A box average rather than linear
-    interpolation because encoders run faster than 25 fps: sampling would drop frames
-    (aliasing), averaging uses all of them.
+    Returns (num_frames - first_row, D) float32, rows first_row .. num_frames - 1; row i =
+    mean of the piecewise-constant native signal over [i / fps - 0.5 / fps, i / fps + 0.5 / fps).
+    A box average rather than linear interpolation because encoders run faster than 25 fps:
+    sampling would drop frames (aliasing), averaging uses all of them.
+
+    A row depends only on the cells its window touches (and their neighbours' centres, which
+    place the cell edges), so rows computed from a run of native frames that covers them
+    with a neighbour to spare on each side are bit-identical to rows of the whole clip
+    (`FeatureStream` relies on this).
     """
     native = np.asarray(native, dtype=np.float32)
     centres = np.asarray(centres, dtype=np.float64)
@@ -75,12 +80,12 @@ def to_motion_frames(
         raise ValueError(f"expected (K, D) features and (K,) centres, got {native.shape} and {centres.shape}")
     if np.any(np.diff(centres) <= 0):
         raise ValueError("native frame centres must be strictly increasing")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_frames < 1 or not 0 <= first_row < num_frames:
+        raise ValueError(f"need 0 <= first_row < num_frames, got {first_row} and {num_frames}")
     count = native.shape[0]
     if count == 1:
-        return np.repeat(native, num_frames, axis=0)
-    times = np.arange(num_frames, dtype=np.float64) / fps
+        return np.repeat(native, num_frames - first_row, axis=0)
+    times = np.arange(first_row, num_frames, dtype=np.float64) / fps
     lo, hi = times - 0.5 / fps, times + 0.5 / fps
     # cell k spans [edges[k], edges[k+1]); the outer cells reach past every window (edge repeat)
     edges = np.concatenate(
@@ -88,7 +93,7 @@ def to_motion_frames(
     )
     first = np.clip(np.searchsorted(edges, lo, side="right") - 1, 0, count - 1)
     last = np.clip(np.searchsorted(edges, hi, side="left") - 1, 0, count - 1)
-    out = np.zeros((num_frames, native.shape[1]), dtype=np.float32)
+    out = np.zeros((times.size, native.shape[1]), dtype=np.float32)
     for offset in range(int((last - first).max()) + 1):
         cell = np.minimum(first + offset, count - 1)
         overlap = np.minimum(hi, edges[cell + 1]) - np.maximum(lo, edges[cell])
@@ -164,10 +169,13 @@ def _default_threads() -> int:
 class _FrameEncoder:
     """Shared `features`: validation, short-input padding and the alignment convention.
 
-    Subclasses provide ``_native_frames(audio) -> ((K, D) features, (K,) centre sample)``.
+    Subclasses provide ``_native_frames(audio) -> ((K, D) features, (K,) centre sample)``;
+    encoders whose frames come chunk by chunk also provide ``_native_chunks`` (the same
+    frames, one encoder call at a time) and set ``streams`` so `FeatureStream` can use it.
     """
 
     encoder_id: str
+    streams = False  # True: rows depend on nearby audio only, `_native_chunks` yields them in order
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -182,7 +190,15 @@ class _FrameEncoder:
         frames = to_motion_frames(native, np.asarray(centre_samples, np.float64) / SAMPLE_RATE, num_frames)
         return self._finish(frames)
 
+    def stream(self, audio: np.ndarray, before_chunk: Callable[[], None] | None = None) -> "FeatureStream":
+        """The rows of ``features(audio)``, encoded as a consumer asks for them."""
+        return FeatureStream(self, audio, before_chunk)
+
     def _native_frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        states, centres = zip(*self._native_chunks(audio))
+        return np.concatenate(states).astype(np.float32, copy=False), np.concatenate(centres)
+
+    def _native_chunks(self, audio: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         raise NotImplementedError
 
     def _finish(self, frames: np.ndarray) -> np.ndarray:
@@ -190,6 +206,79 @@ class _FrameEncoder:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.encoder_id!r})"
+
+
+class FeatureStream:
+    """``encoder.features(audio)`` row by row, bit-identical, encoding one chunk at a time as
+    rows are asked for: the first rows of a 30-minute file come after one encoder call, and
+    memory holds one chunk's native frames and the rows not yet consumed, whatever the length.
+
+    ``before_chunk()`` runs before every encoder call (a cancel check raises there). Rows are
+    read with `rows` in nondecreasing order of their first row; rows before it are dropped.
+    Encoders that do not stream (per-utterance normalisation: log-mel) encode the whole clip
+    at the first `rows`.
+    """
+
+    def __init__(self, encoder, audio: np.ndarray, before_chunk: Callable[[], None] | None = None) -> None:
+        self.encoder = encoder
+        audio = _check_audio(audio)
+        self.num_frames = frame_count(audio.size)
+        self._before = before_chunk or (lambda: None)
+        if getattr(encoder, "streams", False):
+            if audio.size < MIN_SAMPLES:  # as `features` does
+                audio = np.pad(audio, (0, MIN_SAMPLES - audio.size))
+            self._chunks = encoder._native_chunks(audio)
+            self._audio = None
+        else:
+            self._chunks, self._audio = None, audio
+        self._native = np.zeros((0, 0), np.float32)  # (K, D) native frames still needed
+        self._centres = np.zeros(0)  # (K,) their centres, seconds
+        self._rows = np.zeros((0, 0), np.float32)  # final rows [_first, _done)
+        self._first = self._done = 0
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, D) float32 rows [start, stop) of the features, 0 <= start <= stop <=
+        num_frames; start never below an earlier call's."""
+        if not self._first <= start <= stop <= self.num_frames:
+            raise ValueError(f"rows [{start}, {stop}) asked after row {self._first} of {self.num_frames}")
+        while self._done < stop:
+            self._advance()
+        self._rows = self._rows[start - self._first:]
+        self._first = start
+        return self._rows[:stop - start].copy()
+
+    def _advance(self) -> None:
+        self._before()
+        if self._chunks is None:  # whole clip at once
+            self._append(self.encoder.features(self._audio), self.num_frames)
+            self._audio = None
+            return
+        piece = next(self._chunks, None)
+        if piece is not None:
+            states, centre_samples = piece
+            centres = np.asarray(centre_samples, np.float64) / SAMPLE_RATE
+            native = states if not self._native.size else np.concatenate([self._native, states])
+            self._native, self._centres = native, np.concatenate([self._centres, centres])
+            # rows whose window ends at or before the last centre no longer change: the last
+            # cell's upper edge (the midpoint to the next frame) lies beyond that centre
+            done = int(np.floor(self._centres[-1] * MOTION_FPS - 0.5))
+            done = min(max(done, self._done), self.num_frames)
+        else:
+            done = self.num_frames
+        if done == self._done:
+            return
+        # from one cell before the cell holding the first new row's window start: its edges exact
+        lows = np.arange(self._done, done + 1, dtype=np.float64) / MOTION_FPS - 0.5 / MOTION_FPS
+        mids = (self._centres[1:] + self._centres[:-1]) / 2
+        skip = max(0, int(np.searchsorted(mids, lows[0], side="right")) - 1)
+        rows = to_motion_frames(self._native[skip:], self._centres[skip:], done, MOTION_FPS, self._done)
+        self._append(rows, done)
+        keep = max(0, int(np.searchsorted(mids, lows[-1], side="right")) - 1)  # what the next rows need
+        self._native, self._centres = self._native[keep:], self._centres[keep:]
+
+    def _append(self, rows: np.ndarray, done: int) -> None:
+        self._rows = rows if not self._rows.size else np.concatenate([self._rows, rows])
+        self._done = done
 
 
 def _keep(chunk: Chunk, centres: np.ndarray, num_samples: int, hop: int) -> np.ndarray:
@@ -365,13 +454,14 @@ class WhisperEncoder(_FrameEncoder):
             self._model = model
             return model
 
-    def _native_frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    streams = True
+
+    def _native_chunks(self, audio: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import ctranslate2
 
         model = self._load()
         per_call = self.config.batch_chunks or (8 if self._device_kind == "cuda" else 1)
         plan = plan_chunks(audio.size, WHISPER_CHUNK_SAMPLES, self._context)
-        states, centres = [], []
         for first in range(0, len(plan), per_call):
             group = plan[first : first + per_call]
             mel = self._extractor(
@@ -386,9 +476,7 @@ class WhisperEncoder(_FrameEncoder):
             for chunk, chunk_states in zip(group, encoded):
                 chunk_centres = chunk.start + WHISPER_HOP * np.arange(chunk_states.shape[0])
                 keep = _keep(chunk, chunk_centres, audio.size, WHISPER_HOP)
-                states.append(chunk_states[keep])
-                centres.append(chunk_centres[keep])
-        return np.concatenate(states).astype(np.float32, copy=False), np.concatenate(centres)
+                yield chunk_states[keep].astype(np.float32, copy=False), chunk_centres[keep]
 
 
 # ----------------------------------------------------------------------------- transformers speech models
@@ -479,7 +567,9 @@ class HFSpeechEncoder(_FrameEncoder):
             self._model = model
             return model
 
-    def _native_frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    streams = True
+
+    def _native_chunks(self, audio: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import torch
 
         model = self._load()
@@ -487,7 +577,6 @@ class HFSpeechEncoder(_FrameEncoder):
         align = self._geometry[1] if self._geometry else 1
         context = int(round(self.config.context_seconds * SAMPLE_RATE / align)) * align
         chunk_samples -= chunk_samples % (2 * align)  # chunk starts stay on the model's frame grid
-        states, centres = [], []
         for chunk in plan_chunks(audio.size, chunk_samples, context):
             piece = audio[chunk.start : chunk.stop]
             if piece.size < MIN_SAMPLES:
@@ -509,12 +598,9 @@ class HFSpeechEncoder(_FrameEncoder):
                 offsets = (np.arange(hidden.shape[0]) + 0.5) * hop
             chunk_centres = chunk.start + offsets
             keep = _keep(chunk, chunk_centres, audio.size, int(np.ceil(hop)))
-            states.append(hidden[keep])
-            centres.append(chunk_centres[keep])
-        features = np.concatenate(states)
-        if features.shape[1] != self.dim:
-            raise RuntimeError(f"{self.encoder_id}: model gave {features.shape[1]}-d states, config says {self.dim}")
-        return features, np.concatenate(centres)
+            if hidden.shape[1] != self.dim:
+                raise RuntimeError(f"{self.encoder_id}: model gave {hidden.shape[1]}-d states, config says {self.dim}")
+            yield hidden[keep], chunk_centres[keep]
 
 
 # ----------------------------------------------------------------------------- factory
