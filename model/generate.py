@@ -182,6 +182,7 @@ class WindowStream:
         self.channels = generator.channels
         self.plan = plan_windows(self.num_frames, schedule.change_frames(), generator.window)
         self._started = False
+        self._feed = None  # the speech `FeatureStream`, once the run has begun
         self.meta = generator.base_meta() | {
             "captions": {"style": schedule.segments[0].style, "emotion": schedule.segments[0].emotion},
             "schedule": schedule.to_list(),
@@ -200,7 +201,9 @@ class WindowStream:
 
     def _check_cancel(self, done: int) -> None:
         if self.cancel is not None and self.cancel.is_set():
-            raise GenerationCancelled(f"generation cancelled after {done} of {self.num_frames} frames")
+            encoded = self._feed.chunks_encoded if self._feed is not None else 0
+            raise GenerationCancelled(f"generation cancelled after {done} of {self.num_frames} frames "
+                                      f"({encoded} speech-encoder chunks encoded)")
 
     def _clock(self, key: str, since: float) -> float:
         """Add the time since ``since`` to timing ``key``; return now."""
@@ -221,7 +224,7 @@ class WindowStream:
         gen.warm_up()  # a worker warms up in the background: its first job waits for that here
         resumed = clock = gen.sync_time()  # total_s counts our work, not the consumer's between chunks
         window_start = 0  # the cancel check between encoder chunks names the window waiting for them
-        feed = gen.speech_feed(self.audio, lambda: self._check_cancel(window_start))
+        feed = self._feed = gen.speech_feed(self.audio, lambda: self._check_cancel(window_start))
         self._report(ENCODER_SHARE / 2, "encoding captions")
         captions = _Captions(gen.text, [t for s in self.schedule.segments for t in (s.style, s.emotion)],
                              gen.ar.config.text_dim)
@@ -263,6 +266,7 @@ class WindowStream:
             resumed = gen.sync_time()
             emitted += motion.shape[1]
         self._clock("total_s", resumed)
+        self.meta["speech_chunks"] = feed.chunks_encoded
         timings.update({k: round(v, 4) for k, v in timings.items()})
         self._report(1.0, "done")
 

@@ -235,6 +235,7 @@ class FeatureStream:
         self._centres = np.zeros(0)  # (K,) their centres, seconds
         self._rows = np.zeros((0, 0), np.float32)  # final rows [_first, _done)
         self._first = self._done = 0
+        self.chunks_encoded = 0  # encoder outputs received so far (a whole-clip encoder: 0 or 1)
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """(stop - start, D) float32 rows [start, stop) of the features, 0 <= start <= stop <=
@@ -252,9 +253,11 @@ class FeatureStream:
         if self._chunks is None:  # whole clip at once
             self._append(self.encoder.features(self._audio), self.num_frames)
             self._audio = None
+            self.chunks_encoded += 1
             return
         piece = next(self._chunks, None)
         if piece is not None:
+            self.chunks_encoded += 1
             states, centre_samples = piece
             centres = np.asarray(centre_samples, np.float64) / SAMPLE_RATE
             native = states if not self._native.size else np.concatenate([self._native, states])
