@@ -21,7 +21,9 @@ feature caches key on it.
 Long audio is encoded in overlapping chunks (`plan_chunks`): only the centre of each chunk
 is kept, so no kept frame lies within ``context_seconds`` of a chunk border (Whisper
 frames within 0.25 s of a chunk border agree with the same audio encoded mid-chunk at
-z-scored cosine 0.80 instead of 0.94; see benchmarks/encoders.md).
+z-scored cosine 0.80 instead of 0.94; see benchmarks/encoders.md). Each chunk's frames
+depend on that chunk's audio only, so `FeatureStream` can encode them one chunk at a time,
+as a consumer reads rows, with the same bits as `features` of the whole clip.
 """
 from __future__ import annotations
 
