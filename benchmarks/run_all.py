@@ -11,7 +11,10 @@ each rewriting its own detailed report next to this file:
    back-end process, the split (speech encoder, text encoder, AR, codec decoder), model
    load time and memory; CPU with 1 and all threads, CUDA too when torch sees a GPU;
 4. `worker.py`: the same through the real worker the add-on starts (start time, latency
-   on the client, memory of the worker process).
+   on the client, memory of the worker process);
+5. `streaming.py`: where a start goes (imports, weights, each encoder's warm-up; wall and
+   user CPU time), the worker's spawn until ready / first job done, and long audio (1, 10,
+   30 minutes): first progress event, first window, RTF, split, peak memory.
 
 With --all also `encoders.py`, `speech_rate.py` and `data_synth.py` (training-side
 figures, a few more minutes). --repeat N passes ``--repeat N`` to every benchmark that
@@ -39,13 +42,14 @@ sys.path.insert(0, str(ROOT))
 from model.machine import cpu_name  # noqa: E402
 
 REPEATABLE = {"rig_import", "blender_write", "generation", "worker", "encoders", "speech_rate"}
-CORE = ("rig_import", "blender_write", "generation", "worker")
+CORE = ("rig_import", "blender_write", "generation", "worker", "streaming")
 EXTRA = ("encoders", "speech_rate", "data_synth")
 WHAT = {
     "rig_import": "rig import into Blender",
     "blender_write": "writing and baking 60 s of animation in Blender",
     "generation": "generation speed, split, model load and memory (back end in process)",
     "worker": "the worker the add-on starts: start, latency, memory",
+    "streaming": "start-up split, worker ready / first job, long audio: first window, RTF, peak RSS",
     "encoders": "frozen speech and text encoders",
     "speech_rate": "speech synthesis voices of the data engine and their phone timings",
     "data_synth": "the data engine (`python -m model data synth`)",
@@ -168,7 +172,7 @@ def summary(runs: dict, generation: list[dict], args, wall: float, others: float
         "",
         "Real-time factor (RTF) = generation seconds / seconds of speech; below 1 is faster than real time. "
         "In process: `Generator.generate` on a loaded model, median of the runs; the split is the generator's "
-        "own timings (speech encoder = Whisper tiny.en over the whole clip, text encoder = MiniLM over the "
+        "own timings (speech encoder = Whisper tiny.en, streamed 30 s chunk by chunk as windows need them, text encoder = MiniLM over the "
         "captions, AR = sampling the codes window by window, codec decoder = codes to motion). Through the "
         "worker: what the add-on waits for, submit to motion decoded on the client (HTTP, audio decoding, "
         "polling included). Details: [generation.md](generation.md), [worker.md](worker.md).",
@@ -243,6 +247,13 @@ def summary(runs: dict, generation: list[dict], args, wall: float, others: float
         "|---|---:|",
         *[f"| {step} | {value} |" for step, value in seconds.items()],
     ]
+
+    streaming = (HERE / "streaming.md").read_text().split("\n## ", 1)
+    if len(streaming) == 2:  # its tables as they are, one heading level down
+        lines += ["", "## Start-up and long audio", "",
+                  "From [streaming.md](streaming.md) (fresh processes, 1 thread; user CPU time is the figure the "
+                  "machine's load moves least).", ""]
+        lines += [("#" + line if line.startswith("## ") else line) for line in ("## " + streaming[1]).splitlines()]
 
     lines += [
         "",

@@ -8,7 +8,11 @@
 (Requests from the add-on, the worker, the CLI and the batch go through
 `model.run.run_request`, which decodes and crops their audio and calls `generate`.)
 
-Windows. Speech features are computed once for the whole clip. The clip is cut into
+Windows. Speech features stream (`model.encoders.speech.FeatureStream`): each encoder
+chunk (Whisper: 30 s) is encoded when the first window that needs its rows comes, so the
+first window follows one encoder call, a cancel is seen before every chunk as well as
+every window, and memory does not grow with the clip's length; the rows are
+bit-identical to the whole clip's `features`. The clip is cut into
 windows of W frames; each window's codes are predicted scale by scale (CFG batched) and
 decoded by the codec with the previous W generated frames as its prefix, so the motion
 runs on continuously across window borders. The last window runs past the audio (speech
@@ -80,7 +84,7 @@ Progress = Callable[[float, str], None]
 
 
 class GenerationCancelled(Cancelled):
-    """Raised between windows when the ``cancel`` event is set."""
+    """Raised between windows or speech-encoder chunks when the ``cancel`` event is set."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ class WindowStream:
         self.channels = generator.channels
         self.plan = plan_windows(self.num_frames, schedule.change_frames(), generator.window)
         self._started = False
+        self._feed = None  # the speech `FeatureStream`, once the run has begun
         self.meta = generator.base_meta() | {
             "captions": {"style": schedule.segments[0].style, "emotion": schedule.segments[0].emotion},
             "schedule": schedule.to_list(),
@@ -198,7 +203,9 @@ class WindowStream:
 
     def _check_cancel(self, done: int) -> None:
         if self.cancel is not None and self.cancel.is_set():
-            raise GenerationCancelled(f"generation cancelled after {done} of {self.num_frames} frames")
+            encoded = self._feed.chunks_encoded if self._feed is not None else 0
+            raise GenerationCancelled(f"generation cancelled after {done} of {self.num_frames} frames "
+                                      f"({encoded} speech-encoder chunks encoded)")
 
     def _clock(self, key: str, since: float) -> float:
         """Add the time since ``since`` to timing ``key``; return now."""
@@ -214,22 +221,18 @@ class WindowStream:
 
     def _run(self) -> Iterator[MotionChunk]:
         gen, options, timings = self.generator, self.options, self.meta["timings"]
-        resumed = clock = gen.sync_time()  # total_s counts our work, not the consumer's between chunks
         self._check_cancel(0)
         self._report(0.0, "encoding speech")
-        features = gen.speech.features(self.audio, cancel_check=lambda: self._check_cancel(0))
-        if features.shape != (self.num_frames, gen.ar.config.speech_dim):
-            raise RuntimeError(f"speech encoder gave {features.shape}, expected ({self.num_frames}, "
-                               f"{gen.ar.config.speech_dim})")
-        clock = self._clock("speech_encoder_s", clock)
-        self._check_cancel(0)
+        gen.warm_up()  # a worker warms up in the background: its first job waits for that here
+        resumed = clock = gen.sync_time()  # total_s counts our work, not the consumer's between chunks
+        window_start = 0  # the cancel check between encoder chunks names the window waiting for them
+        feed = self._feed = gen.speech_feed(self.audio, lambda: self._check_cancel(window_start))
         self._report(ENCODER_SHARE / 2, "encoding captions")
         captions = _Captions(gen.text, [t for s in self.schedule.segments for t in (s.style, s.emotion)],
                              gen.ar.config.text_dim, cancel_check=lambda: self._check_cancel(0))
         self._clock("text_encoder_s", clock)
         self._report(ENCODER_SHARE, "generating motion")
 
-        speech, speech_valid = gen.pad_speech(features)
         rngs = generators(options.seed, options.takes)
         raw = torch.zeros(options.takes, self.num_frames, len(self.channels), device=gen.device)
         smoother = StreamingSmoother(smoothing_windows(self.channels)) if options.smoothing else None
@@ -237,7 +240,10 @@ class WindowStream:
         emitted = 0
         for index, (start, end) in enumerate(self.plan):
             self._check_cancel(start)
+            window_start = start
             clock = gen.sync_time()
+            speech, speech_valid = gen.window_speech(feed, start)
+            clock = self._clock("speech_encoder_s", clock)
             codes = gen.sample_window(raw, start, speech, speech_valid, captions, self.schedule.at_frame(start),
                                       options, rngs)
             clock = self._clock("ar_s", clock)
@@ -262,6 +268,7 @@ class WindowStream:
             resumed = gen.sync_time()
             emitted += motion.shape[1]
         self._clock("total_s", resumed)
+        self.meta["speech_chunks"] = feed.chunks_encoded
         timings.update({k: round(v, 4) for k, v in timings.items()})
         self._report(1.0, "done")
 
@@ -278,12 +285,13 @@ class Generator:
         self.codec, self.ar, self.stats = codec, ar, stats
         self.speech, self.text = speech, text
         self.device, self.half = device, half
+        self._warm_lock, self._warm = threading.Lock(), False
 
     @classmethod
     def load(cls, checkpoint_dir: str | os.PathLike | None = None, device: str = "auto",
              head_channels: Sequence[str] | None = None, head_model: str | None = None,
              speech_encoder_spec: str | None = None, text_encoder_spec: str | None = None,
-             half: bool | None = None) -> "Generator":
+             half: bool | None = None, warm_up: bool = True) -> "Generator":
         """Load a checkpoint folder (default `default_checkpoint_dir`) and its encoders.
 
         head_channels: the target rig's channel names; the checkpoint must drive exactly
@@ -291,7 +299,10 @@ class Generator:
         *_encoder_spec: where to find the encoders when the manifest's ids do not name
         them (a transformers directory); the ids must still match. half: float16 autocast
         for the AR model (default: on CUDA only). Raises `CheckpointError` or
-        `GenerationError` with a clear message.
+        `GenerationError` with a clear message. warm_up=False leaves the encoders' weights
+        (and the transformers / CTranslate2 imports) to `warm_up`, which the first clip
+        calls if nobody did before (the worker runs it in the background so that it
+        answers at once).
         """
         from .encoders import speech_encoder, text_encoder
 
@@ -334,13 +345,20 @@ class Generator:
             encoders.append(encoder)
         generator = cls(folder, manifest, codec, ar, stats, *encoders, torch_device,
                         torch_device.type == "cuda" if half is None else bool(half))
-        generator._warm_up()
+        if warm_up:
+            generator.warm_up()
         return generator
 
-    def _warm_up(self) -> None:
-        """Load the encoders' weights now, so the first clip's timings are its own."""
-        self.text.encode(["warm-up"])
-        self.speech.features(np.zeros(SAMPLE_RATE // 10, np.float32))
+    def warm_up(self) -> None:
+        """Load the encoders' weights and run each once (so the first clip's timings are its
+        own); returns at once when done before. Thread-safe: a second caller waits for the
+        first. An error is raised to every caller until a warm-up succeeds."""
+        with self._warm_lock:
+            if self._warm:
+                return
+            self.text.encode(["warm-up"])
+            self.speech.features(np.zeros(SAMPLE_RATE // 10, np.float32))
+            self._warm = True
 
     # ------------------------------------------------------------------ properties
     @property
@@ -363,16 +381,29 @@ class Generator:
         return time.perf_counter()
 
     # ------------------------------------------------------------------ one window
-    def pad_speech(self, features: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T, Ds) -> (A + T + W + A, Ds) zero-padded features and their validity, so that
-        window [s, s + W) reads rows [s, s + W + 2A) = frames [s - A, s + W + A)."""
+    def speech_feed(self, audio: np.ndarray, before_chunk: Callable[[], None] | None = None):
+        """The clip's speech features as a `FeatureStream` (rows encoded as windows read them;
+        ``before_chunk`` runs before every encoder call)."""
+        from .encoders.speech import FeatureStream
+
+        stream = getattr(self.speech, "stream", None)  # any SpeechEncoder with `features` works
+        return stream(audio, before_chunk) if stream is not None else FeatureStream(self.speech, audio, before_chunk)
+
+    def window_speech(self, feed, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Speech frames [s - A, s + W + A) of the window starting at s: (W + 2A, Ds) features,
+        zero outside the clip, and their validity (W + 2A,) bool."""
         cfg = self.ar.config
-        frames = features.shape[0]
-        padded = torch.zeros(frames + cfg.window + 2 * cfg.speech_context, cfg.speech_dim, device=self.device)
-        valid = torch.zeros(padded.shape[0], dtype=torch.bool, device=self.device)
-        padded[cfg.speech_context:cfg.speech_context + frames] = torch.from_numpy(features).to(self.device)
-        valid[cfg.speech_context:cfg.speech_context + frames] = True
-        return padded, valid
+        first, stop = start - cfg.speech_context, start + cfg.window + cfg.speech_context
+        speech = torch.zeros(stop - first, cfg.speech_dim, device=self.device)
+        valid = torch.zeros(stop - first, dtype=torch.bool, device=self.device)
+        lo, hi = max(first, 0), min(stop, feed.num_frames)
+        if hi > lo:
+            rows = feed.rows(lo, hi)
+            if rows.shape[1] != cfg.speech_dim:
+                raise RuntimeError(f"speech encoder gave {rows.shape[1]}-d features, expected {cfg.speech_dim}")
+            speech[lo - first:hi - first] = torch.from_numpy(rows).to(self.device)
+            valid[lo - first:hi - first] = True
+        return speech, valid
 
     def previous_window(self, raw: torch.Tensor, start: int) -> tuple[torch.Tensor, bool]:
         """(takes, W, C) normalised frames before ``start`` (left-padded with the first frame
@@ -388,7 +419,8 @@ class Generator:
     def sample_window(self, raw: torch.Tensor, start: int, speech: torch.Tensor, speech_valid: torch.Tensor,
                       captions: _Captions, segment, options: GenerationOptions,
                       rngs: list[torch.Generator]) -> list[torch.Tensor]:
-        """The codes of the window starting at ``start``: S tensors (takes, s_k, L) bool."""
+        """The codes of the window starting at ``start``: S tensors (takes, s_k, L) bool.
+        speech, speech_valid: the window's speech frames (`window_speech`)."""
         cfg, quantiser = self.ar.config, self.codec.quantiser
         takes = options.takes
         terms = guidance_terms(*options.scales, has_style=bool(segment.style), has_emotion=bool(segment.emotion))
@@ -396,14 +428,13 @@ class Generator:
         keep_style = [t.condition == "both" for t in terms for _ in range(takes)]
         keep_emotion = [t.condition in ("emotion", "both") for t in terms for _ in range(takes)]
         previous, has_previous = self.previous_window(raw, start)
-        span = slice(start, start + cfg.window + 2 * cfg.speech_context)
         style, style_mask = captions.batch(segment.style, keep_style, self.device)
         emotion, emotion_mask = captions.batch(segment.emotion, keep_emotion, self.device)
         with torch.inference_mode():
             with self._autocast():
                 context = self.ar.context(
                     previous.repeat(len(terms), 1, 1), torch.full((rows,), has_previous, device=self.device),
-                    speech[span].expand(rows, -1, -1), speech_valid[span].expand(rows, -1), style, style_mask,
+                    speech.expand(rows, -1, -1), speech_valid.expand(rows, -1), style, style_mask,
                     emotion, emotion_mask, torch.zeros(rows, 1, dtype=torch.long, device=self.device))
                 state = self.ar.begin(context)
             codes, scale_input = [], None

@@ -201,6 +201,48 @@ def test_speech_features_are_deterministic(speech, spec):
     np.testing.assert_array_equal(first, fresh)
 
 
+class StopEncoding(Exception):
+    pass
+
+
+@pytest.mark.parametrize("spec", ["whisper-tiny.en", "logmel", "wav2vec2"])
+def test_streamed_features_equal_the_whole_clips(speech, spec, tiny_wav2vec2):
+    """`FeatureStream` read window by window (overlapping, as generation reads it) gives the
+    rows of `features` bit for bit, over several encoder chunks and for short input; a
+    whole-clip encoder (log-mel) is called once, a chunked one once per chunk."""
+    encoder = speech_encoder(str(tiny_wav2vec2) if spec == "wav2vec2" else spec)
+    for duration in (0.05, 3.0, 61.3):
+        audio = seconds(speech, duration)
+        whole = encoder.features(audio)
+        stream = encoder.stream(audio)
+        assert stream.chunks_encoded == 0  # nothing is encoded before rows are asked for
+        for start in range(0, stream.num_frames, 100):
+            first, stop = max(0, start - 12), min(stream.num_frames, start + 112)
+            np.testing.assert_array_equal(stream.rows(first, stop), whole[first:stop])
+        # 30 s chunks every 25 s: 61.3 s takes three
+        assert stream.chunks_encoded == (1 if spec == "logmel" or duration < 30 else 3), duration
+    with pytest.raises(ValueError, match="asked after row"):
+        stream.rows(0, 10)  # rows before the last read are gone: memory stays flat
+
+
+def test_a_stream_encodes_only_the_chunks_asked_for_and_stops_between_them(speech, whisper):
+    audio = seconds(speech, 80.0)  # 4 Whisper chunks
+    stream = whisper.stream(audio)
+    stream.rows(0, 100)  # the first window's rows need the first 30 s chunk only
+    assert stream.chunks_encoded == 1
+    calls = []
+
+    def before_chunk():
+        calls.append(stopping.chunks_encoded)
+        if len(calls) == 2:
+            raise StopEncoding  # what a cancel check does
+
+    stopping = whisper.stream(audio, before_chunk)
+    with pytest.raises(StopEncoding):
+        stopping.rows(0, stopping.num_frames)
+    assert calls == [0, 1] and stopping.chunks_encoded == 1
+
+
 def test_whisper_is_unchanged_at_a_chunk_border(speech, whisper):
     """Rows at a chunk border match the same audio encoded with the border elsewhere; without
     the overlap they would not (this check is what `context_seconds` is for)."""

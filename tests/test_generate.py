@@ -366,3 +366,41 @@ def test_generate_command_errors_are_one_line_with_status_2(tmp_path, checkpoint
                               str(tmp_path / "y.npz")], capture_output=True, text=True,
                              cwd=str(default_checkpoint_dir().parents[1]))
         assert run.returncode == 2 and "no checkpoint at" in run.stderr and "--checkpoint DIR" in run.stderr
+
+
+def test_cancel_during_speech_encoding_of_a_long_file_stops_the_job():
+    """With the default model (Whisper, 30 s chunks), a cancel set once the job reports that
+    it is encoding speech stops it before the file is encoded: the stream has encoded no
+    chunk of the 10-minute file (the whole-clip encoding used to run first, uninterruptible),
+    and a run left alone encodes chunks only as its windows need them."""
+    from model.core.paths import default_checkpoint_dir
+
+    generator = Generator.load(default_checkpoint_dir(), device="cpu")
+    speech, _ = soundfile_speech(600.0)
+    cancel, messages = threading.Event(), []
+
+    def progress(fraction, message):
+        messages.append(message)
+        if message == "encoding speech":
+            cancel.set()
+
+    with pytest.raises(GenerationCancelled, match=r"after 0 of 15000 frames \(0 speech-encoder chunks encoded\)"):
+        generator.generate(speech, None, RAW, progress=progress, cancel=cancel)
+    assert messages[0] == "encoding speech" and not any(m.startswith("window") for m in messages)
+    stream = generator.iter_windows(speech, None, RAW)
+    first = next(iter(stream))
+    assert first.start == 0 and first.motion.shape[1] == WINDOW_DEFAULT
+    assert stream._feed.chunks_encoded == 1  # the first window waited for one 30 s chunk of 24
+
+
+WINDOW_DEFAULT = 100
+
+
+def soundfile_speech(seconds: float) -> tuple[np.ndarray, int]:
+    """The repository's speech sample repeated to ``seconds`` (16 kHz float32)."""
+    from model.core.audio import SAMPLE_RATE, load_audio
+    from pathlib import Path
+
+    voice = load_audio(Path(__file__).resolve().parents[1] / "samples" / "speech_sample.wav")
+    count = int(seconds * SAMPLE_RATE)
+    return np.tile(voice, int(np.ceil(count / voice.size)))[:count].astype(np.float32), SAMPLE_RATE

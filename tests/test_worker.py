@@ -398,6 +398,37 @@ def test_silence_gives_a_calm_closed_mouth_with_the_default_model(tmp_path):
     assert np.degrees(quiet.motion[:, head].std(axis=0)).max() < 3.0, "the head stays calm"
 
 
+def test_cancel_while_the_default_model_encodes_a_long_file_stops_the_job(tmp_path):
+    """Through the worker: a 10-minute file (24 Whisper chunks of work) cancelled as soon as the
+    job reports that it encodes speech stops with only a chunk or two encoded; the message
+    says so (the whole-clip encoding used to run to its end before any cancel check)."""
+    from model.core.paths import default_checkpoint_dir
+
+    process, _ = start_worker(default_checkpoint_dir(), tmp_path / "default.json")
+    try:
+        client = WorkerClient(read_session(tmp_path / "default.json"))
+        long_audio = tmp_path / "long.wav"
+        speech, rate = soundfile.read(SPEECH, dtype="float32")
+        soundfile.write(long_audio, np.tile(speech, int(np.ceil(600 * rate / speech.size)))[: 600 * rate], rate)
+        job, _ = client.submit(request(long_audio))
+        after, encoding = 0, False
+        while not encoding:
+            events, state = client.events(job, after)
+            assert state in ("queued", "running")
+            after = events[-1]["seq"] if events else after
+            encoding = any(e["message"] == "encoding speech" for e in events)
+        client.cancel(job)
+        while client.events(job, after)[1] == "running":
+            pass
+        with pytest.raises(JobCancelledError, match=r"\(([0-9]+) speech-encoder chunks encoded\)") as caught:
+            client.result(job)
+        encoded = int(str(caught.value).rsplit("(", 1)[1].split()[0])
+        assert encoded < 24, f"the job went on encoding: {caught.value}"
+        assert client.health()["jobs"]["running"] == 0
+    finally:
+        stop(process)
+
+
 def test_a_worker_that_does_not_answer_is_reported_not_replaced(tiny_checkpoint, tmp_path, monkeypatch):
     from model.link import launch
 

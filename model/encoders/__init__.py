@@ -6,12 +6,14 @@ on first use and are shared per process through `speech_encoder` / `text_encoder
     speech = speech_encoder("whisper-tiny.en").features(audio)   # (T, 384), T = frame_count(N)
     states, mask = text_encoder("minilm").encode(["a calm old man"])  # (1, L, 384), (1, L)
 
-Row i of every speech encoder describes the 40 ms of audio centred on i / 25 s (see
+`encoder.stream(audio)` gives the same rows chunk by chunk (`FeatureStream`: generation
+reads long audio this way). Row i of every speech encoder describes the 40 ms of audio centred on i / 25 s (see
 `model.encoders.speech`).
 """
 from .speech import (
     ALIGNMENT_VERSION,
     DEFAULT_SPEECH_ENCODER,
+    FeatureStream,
     HFSpeechConfig,
     HFSpeechEncoder,
     LogMelConfig,
@@ -38,6 +40,7 @@ __all__ = [
     "ALIGNMENT_VERSION",
     "DEFAULT_SPEECH_ENCODER",
     "DEFAULT_TEXT_ENCODER",
+    "FeatureStream",
     "MAX_TOKENS",
     "HFSpeechConfig",
     "HFSpeechEncoder",

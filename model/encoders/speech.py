@@ -21,7 +21,9 @@ feature caches key on it.
 Long audio is encoded in overlapping chunks (`plan_chunks`): only the centre of each chunk
 is kept, so no kept frame lies within ``context_seconds`` of a chunk border (Whisper
 frames within 0.25 s of a chunk border agree with the same audio encoded mid-chunk at
-z-scored cosine 0.80 instead of 0.94; see benchmarks/encoders.md).
+z-scored cosine 0.80 instead of 0.94; see benchmarks/encoders.md). Each chunk's frames
+depend on that chunk's audio only, so `FeatureStream` can encode them one chunk at a time,
+as a consumer reads rows, with the same bits as `features` of the whole clip.
 """
 from __future__ import annotations
 
@@ -29,13 +31,11 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..core.audio import MOTION_FPS, SAMPLE_RATE, AudioError, frame_count
-
-CancelCheck = Callable[[], None]  # called between chunks; raises to stop (e.g. `GenerationCancelled`)
 
 ALIGNMENT_VERSION = "c40ms-v1"  # "row i = 40 ms window centred on i / 25 s"
 MIN_SAMPLES = SAMPLE_RATE // 10  # shorter input is zero-padded: STFT / conv stacks need a few windows
@@ -52,9 +52,8 @@ class SpeechEncoder(Protocol):
     encoder_id: str  # stored in checkpoints: a model trained on one encoder's features needs the same one
     dim: int
 
-    def features(self, audio: np.ndarray, cancel_check: CancelCheck | None = None) -> np.ndarray:
-        """(N,) float32 16 kHz mono -> (T, dim) float32, T = frame_count(N); ``cancel_check``
-        is called between chunks of long audio and may raise to stop the encoding."""
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        """(N,) float32 16 kHz mono -> (T, dim) float32, T = frame_count(N)."""
         ...
 
 
@@ -62,15 +61,20 @@ class SpeechEncoder(Protocol):
 
 
 def to_motion_frames(
-    native: np.ndarray, centres: np.ndarray, num_frames: int, fps: float = MOTION_FPS
+    native: np.ndarray, centres: np.ndarray, num_frames: int, fps: float = MOTION_FPS, first_row: int = 0
 ) -> np.ndarray:
     """Native encoder frames -> motion-frame rows by the module's alignment convention.
 
     native: (K, D) features; centres: (K,) strictly increasing centre times in seconds.
-    Returns (num_frames, D) float32; row i = mean of the piecewise-constant native signal
-    over [i / fps - 0.5 / fps, i / fps + 0.5 / fps). A box average rather than linear
-    interpolation because encoders run faster than 25 fps: sampling would drop frames
-    (aliasing), averaging uses all of them.
+    Returns (num_frames - first_row, D) float32, rows first_row .. num_frames - 1; row i =
+    mean of the piecewise-constant native signal over [i / fps - 0.5 / fps, i / fps + 0.5 / fps).
+    A box average rather than linear interpolation because encoders run faster than 25 fps:
+    sampling would drop frames (aliasing), averaging uses all of them.
+
+    A row depends only on the cells its window touches (and their neighbours' centres, which
+    place the cell edges), so rows computed from a run of native frames that covers them
+    with a neighbour to spare on each side are bit-identical to rows of the whole clip
+    (`FeatureStream` relies on this).
     """
     native = np.asarray(native, dtype=np.float32)
     centres = np.asarray(centres, dtype=np.float64)
@@ -78,12 +82,12 @@ def to_motion_frames(
         raise ValueError(f"expected (K, D) features and (K,) centres, got {native.shape} and {centres.shape}")
     if np.any(np.diff(centres) <= 0):
         raise ValueError("native frame centres must be strictly increasing")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_frames < 1 or not 0 <= first_row < num_frames:
+        raise ValueError(f"need 0 <= first_row < num_frames, got {first_row} and {num_frames}")
     count = native.shape[0]
     if count == 1:
-        return np.repeat(native, num_frames, axis=0)
-    times = np.arange(num_frames, dtype=np.float64) / fps
+        return np.repeat(native, num_frames - first_row, axis=0)
+    times = np.arange(first_row, num_frames, dtype=np.float64) / fps
     lo, hi = times - 0.5 / fps, times + 0.5 / fps
     # cell k spans [edges[k], edges[k+1]); the outer cells reach past every window (edge repeat)
     edges = np.concatenate(
@@ -91,7 +95,7 @@ def to_motion_frames(
     )
     first = np.clip(np.searchsorted(edges, lo, side="right") - 1, 0, count - 1)
     last = np.clip(np.searchsorted(edges, hi, side="left") - 1, 0, count - 1)
-    out = np.zeros((num_frames, native.shape[1]), dtype=np.float32)
+    out = np.zeros((times.size, native.shape[1]), dtype=np.float32)
     for offset in range(int((last - first).max()) + 1):
         cell = np.minimum(first + offset, count - 1)
         overlap = np.minimum(hi, edges[cell + 1]) - np.maximum(lo, edges[cell])
@@ -167,27 +171,37 @@ def _default_threads() -> int:
 class _FrameEncoder:
     """Shared `features`: validation, short-input padding and the alignment convention.
 
-    Subclasses provide ``_native_frames(audio, check) -> ((K, D) features, (K,) centre
-    sample)``, calling ``check()`` between chunks (it raises when the caller cancels).
+    Subclasses provide ``_native_frames(audio) -> ((K, D) features, (K,) centre sample)``;
+    encoders whose frames come chunk by chunk also provide ``_native_chunks`` (the same
+    frames, one encoder call at a time) and set ``streams`` so `FeatureStream` can use it.
     """
 
     encoder_id: str
+    streams = False  # True: rows depend on nearby audio only, `_native_chunks` yields them in order
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
-    def features(self, audio: np.ndarray, cancel_check: CancelCheck | None = None) -> np.ndarray:
-        """(N,) float32 16 kHz mono -> (T, dim) float32, T = frame_count(N); ``cancel_check()``
-        runs between chunks (blocks) and may raise to stop."""
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        """(N,) float32 16 kHz mono -> (T, dim) float32, T = frame_count(N) (`stream` gives
+        the same rows chunk by chunk, with a cancel check before each)."""
         audio = _check_audio(audio)
         num_frames = frame_count(audio.size)
         if audio.size < MIN_SAMPLES:
             audio = np.pad(audio, (0, MIN_SAMPLES - audio.size))
-        native, centre_samples = self._native_frames(audio, cancel_check or _no_check)
+        native, centre_samples = self._native_frames(audio)
         frames = to_motion_frames(native, np.asarray(centre_samples, np.float64) / SAMPLE_RATE, num_frames)
         return self._finish(frames)
 
-    def _native_frames(self, audio: np.ndarray, check: CancelCheck) -> tuple[np.ndarray, np.ndarray]:
+    def stream(self, audio: np.ndarray, before_chunk: Callable[[], None] | None = None) -> "FeatureStream":
+        """The rows of ``features(audio)``, encoded as a consumer asks for them."""
+        return FeatureStream(self, audio, before_chunk)
+
+    def _native_frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        states, centres = zip(*self._native_chunks(audio))
+        return np.concatenate(states).astype(np.float32, copy=False), np.concatenate(centres)
+
+    def _native_chunks(self, audio: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         raise NotImplementedError
 
     def _finish(self, frames: np.ndarray) -> np.ndarray:
@@ -197,8 +211,80 @@ class _FrameEncoder:
         return f"{type(self).__name__}({self.encoder_id!r})"
 
 
-def _no_check() -> None:
-    pass
+class FeatureStream:
+    """``encoder.features(audio)`` row by row, bit-identical, encoding one chunk at a time as
+    rows are asked for: the first rows of a 30-minute file come after one encoder call, and
+    memory holds one chunk's native frames and the rows not yet consumed, whatever the length.
+
+    ``before_chunk()`` runs before every encoder call (a cancel check raises there). Rows are
+    read with `rows` in nondecreasing order of their first row; rows before it are dropped.
+    Encoders that do not stream (per-utterance normalisation: log-mel) encode the whole clip
+    at the first `rows`.
+    """
+
+    def __init__(self, encoder, audio: np.ndarray, before_chunk: Callable[[], None] | None = None) -> None:
+        self.encoder = encoder
+        audio = _check_audio(audio)
+        self.num_frames = frame_count(audio.size)
+        self._before = before_chunk or (lambda: None)
+        if getattr(encoder, "streams", False):
+            if audio.size < MIN_SAMPLES:  # as `features` does
+                audio = np.pad(audio, (0, MIN_SAMPLES - audio.size))
+            self._chunks = encoder._native_chunks(audio)
+            self._audio = None
+        else:
+            self._chunks, self._audio = None, audio
+        self._native = np.zeros((0, 0), np.float32)  # (K, D) native frames still needed
+        self._centres = np.zeros(0)  # (K,) their centres, seconds
+        self._rows = np.zeros((0, 0), np.float32)  # final rows [_first, _done)
+        self._first = self._done = 0
+        self.chunks_encoded = 0  # encoder outputs received so far (a whole-clip encoder: 0 or 1)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, D) float32 rows [start, stop) of the features, 0 <= start <= stop <=
+        num_frames; start never below an earlier call's."""
+        if not self._first <= start <= stop <= self.num_frames:
+            raise ValueError(f"rows [{start}, {stop}) asked after row {self._first} of {self.num_frames}")
+        while self._done < stop:
+            self._advance()
+        self._rows = self._rows[start - self._first:]
+        self._first = start
+        return self._rows[:stop - start].copy()
+
+    def _advance(self) -> None:
+        self._before()
+        if self._chunks is None:  # whole clip at once
+            self._append(self.encoder.features(self._audio), self.num_frames)
+            self._audio = None
+            self.chunks_encoded += 1
+            return
+        piece = next(self._chunks, None)
+        if piece is not None:
+            self.chunks_encoded += 1
+            states, centre_samples = piece
+            centres = np.asarray(centre_samples, np.float64) / SAMPLE_RATE
+            native = states if not self._native.size else np.concatenate([self._native, states])
+            self._native, self._centres = native, np.concatenate([self._centres, centres])
+            # rows whose window ends at or before the last centre no longer change: the last
+            # cell's upper edge (the midpoint to the next frame) lies beyond that centre
+            done = int(np.floor(self._centres[-1] * MOTION_FPS - 0.5))
+            done = min(max(done, self._done), self.num_frames)
+        else:
+            done = self.num_frames
+        if done == self._done:
+            return
+        # from one cell before the cell holding the first new row's window start: its edges exact
+        lows = np.arange(self._done, done + 1, dtype=np.float64) / MOTION_FPS - 0.5 / MOTION_FPS
+        mids = (self._centres[1:] + self._centres[:-1]) / 2
+        skip = max(0, int(np.searchsorted(mids, lows[0], side="right")) - 1)
+        rows = to_motion_frames(self._native[skip:], self._centres[skip:], done, MOTION_FPS, self._done)
+        self._append(rows, done)
+        keep = max(0, int(np.searchsorted(mids, lows[-1], side="right")) - 1)  # what the next rows need
+        self._native, self._centres = self._native[keep:], self._centres[keep:]
+
+    def _append(self, rows: np.ndarray, done: int) -> None:
+        self._rows = rows if not self._rows.size else np.concatenate([self._rows, rows])
+        self._done = done
 
 
 def _keep(chunk: Chunk, centres: np.ndarray, num_samples: int, hop: int) -> np.ndarray:
@@ -250,7 +336,7 @@ class LogMelEncoder(_FrameEncoder):
             self._filters = torch.from_numpy(bank.T.astype(np.float32))  # (n_mels, bins)
         return self._filters
 
-    def _native_frames(self, audio: np.ndarray, check: CancelCheck) -> tuple[np.ndarray, np.ndarray]:
+    def _native_frames(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         cfg = self.config
@@ -262,7 +348,6 @@ class LogMelEncoder(_FrameEncoder):
         blocks = []
         with torch.inference_mode():
             for first in range(0, count, cfg.block_frames):
-                check()
                 last = min(first + cfg.block_frames, count)
                 piece = padded[first * cfg.hop : (last - 1) * cfg.hop + cfg.n_fft]
                 spec = torch.stft(piece, cfg.n_fft, cfg.hop, window=window, center=False, return_complex=True)
@@ -375,15 +460,15 @@ class WhisperEncoder(_FrameEncoder):
             self._model = model
             return model
 
-    def _native_frames(self, audio: np.ndarray, check: CancelCheck) -> tuple[np.ndarray, np.ndarray]:
+    streams = True
+
+    def _native_chunks(self, audio: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import ctranslate2
 
         model = self._load()
         per_call = self.config.batch_chunks or (8 if self._device_kind == "cuda" else 1)
         plan = plan_chunks(audio.size, WHISPER_CHUNK_SAMPLES, self._context)
-        states, centres = [], []
         for first in range(0, len(plan), per_call):
-            check()
             group = plan[first : first + per_call]
             mel = self._extractor(
                 [audio[c.start : c.stop] for c in group],
@@ -397,9 +482,7 @@ class WhisperEncoder(_FrameEncoder):
             for chunk, chunk_states in zip(group, encoded):
                 chunk_centres = chunk.start + WHISPER_HOP * np.arange(chunk_states.shape[0])
                 keep = _keep(chunk, chunk_centres, audio.size, WHISPER_HOP)
-                states.append(chunk_states[keep])
-                centres.append(chunk_centres[keep])
-        return np.concatenate(states).astype(np.float32, copy=False), np.concatenate(centres)
+                yield chunk_states[keep].astype(np.float32, copy=False), chunk_centres[keep]
 
 
 # ----------------------------------------------------------------------------- transformers speech models
@@ -490,7 +573,9 @@ class HFSpeechEncoder(_FrameEncoder):
             self._model = model
             return model
 
-    def _native_frames(self, audio: np.ndarray, check: CancelCheck) -> tuple[np.ndarray, np.ndarray]:
+    streams = True
+
+    def _native_chunks(self, audio: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import torch
 
         model = self._load()
@@ -498,9 +583,7 @@ class HFSpeechEncoder(_FrameEncoder):
         align = self._geometry[1] if self._geometry else 1
         context = int(round(self.config.context_seconds * SAMPLE_RATE / align)) * align
         chunk_samples -= chunk_samples % (2 * align)  # chunk starts stay on the model's frame grid
-        states, centres = [], []
         for chunk in plan_chunks(audio.size, chunk_samples, context):
-            check()
             piece = audio[chunk.start : chunk.stop]
             if piece.size < MIN_SAMPLES:
                 piece = np.pad(piece, (0, MIN_SAMPLES - piece.size))
@@ -521,12 +604,9 @@ class HFSpeechEncoder(_FrameEncoder):
                 offsets = (np.arange(hidden.shape[0]) + 0.5) * hop
             chunk_centres = chunk.start + offsets
             keep = _keep(chunk, chunk_centres, audio.size, int(np.ceil(hop)))
-            states.append(hidden[keep])
-            centres.append(chunk_centres[keep])
-        features = np.concatenate(states)
-        if features.shape[1] != self.dim:
-            raise RuntimeError(f"{self.encoder_id}: model gave {features.shape[1]}-d states, config says {self.dim}")
-        return features, np.concatenate(centres)
+            if hidden.shape[1] != self.dim:
+                raise RuntimeError(f"{self.encoder_id}: model gave {hidden.shape[1]}-d states, config says {self.dim}")
+            yield hidden[keep], chunk_centres[keep]
 
 
 # ----------------------------------------------------------------------------- factory

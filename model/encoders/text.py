@@ -8,6 +8,7 @@ T5); the model side decides that an empty caption means "no caption".
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -83,8 +84,15 @@ class HFTextEncoder:
     @property
     def dim(self) -> int:
         if self._dim is None:
-            cfg = self._model_config()
-            self._dim = int(getattr(cfg, "d_model", None) or cfg.hidden_size)
+            # config.json read directly: importing transformers (~2 s) waits for the weights
+            try:
+                cfg = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{self.path / 'config.json'} cannot be read ({exc})") from None
+            width = cfg.get("d_model") or cfg.get("hidden_size") if isinstance(cfg, dict) else None
+            if not isinstance(width, int):
+                raise ValueError(f"{self.path / 'config.json'} names no width (d_model or hidden_size)")
+            self._dim = width
         return self._dim
 
     def _model_class(self, model_type: str):

@@ -535,6 +535,15 @@ def _memory(device) -> dict:
     return memory
 
 
+def _warm_up(generator) -> None:
+    """The encoders' weights, off the start-up path; a failure here is raised again (to the
+    job) by the first job's own warm-up, so it is only noted on stderr."""
+    try:
+        generator.warm_up()
+    except Exception as exc:  # noqa: BLE001 (reported to the job that needs the encoders)
+        print(f"captalk worker: warming up the encoders failed: {exc}", file=sys.stderr, flush=True)
+
+
 def serve(config: ServerConfig) -> None:
     """Run a worker until it is stopped. Raises `WorkerStartError` (or the model's own
     errors: `CheckpointError`...) when it cannot start."""
@@ -558,7 +567,9 @@ def serve(config: ServerConfig) -> None:
         import torch
 
         torch.set_num_threads(config.threads)
-    generator = Generator.load(config.checkpoint, device=config.device)
+    # answer /health and queue jobs while the encoders load: the first job waits for them
+    generator = Generator.load(config.checkpoint, device=config.device, warm_up=False)
+    threading.Thread(target=_warm_up, args=(generator,), name="captalk-warm-up", daemon=True).start()
     worker = Worker(config, generator, session_file)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop("signal"))
