@@ -91,7 +91,12 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "default"))
     parser.add_argument("--real-faces", default=None, help="GRID folder (default: model.evaluate.real_faces)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "lip_sync_factors.md"))
+    parser.add_argument("--parts", default="librivox,tts,grid", help="comma list of librivox, tts, grid")
+    parser.add_argument("--settings", default=",".join(str(i) for i in range(len(SETTINGS))),
+                        help="comma list of indices into SETTINGS (default: all)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    settings = [SETTINGS[int(i)] for i in args.settings.split(",")]
     torch.set_num_threads(1)
     started = time.perf_counter()
     generator = Generator.load(args.checkpoint, device="cpu")
@@ -109,8 +114,9 @@ def main() -> None:
         audio = load_audio(wav)
         motion, phones = animate_recording(audio, transcript, head.channel_names)
         real.append((wav.stem, audio, motion, phones))
-        spoken = synthesize(TTS_VOICE, transcript)
-        tts.append((wav.stem, spoken.audio, spoken.phones))
+        if "tts" in parts:
+            spoken = synthesize(TTS_VOICE, transcript)
+            tts.append((wav.stem, spoken.audio, spoken.phones))
 
     lines = [f"# Lip-sync factors of `{Path(args.checkpoint).name}`", "",
              "Regenerate: `.venv/bin/python benchmarks/lip_sync_factors.py` (one torch thread; "
@@ -118,20 +124,27 @@ def main() -> None:
              "## Real speech (LibriVox, forced alignment): lip events", "",
              "| system | lips close on /p b m/ | open on open vowels | rest in pauses (frames) |",
              "|---|---:|---:|---:|"]
-    lines.append(f"| teacher | {fmt(events_row(head, rest, [(n, m, p) for n, _, m, p in real]))} |")
-    coded = [(n, codec_roundtrip(generator, m), p) for n, _, m, p in real]
-    lines.append(f"| teacher -> codec encode/decode only | {fmt(events_row(head, rest, coded))} |")
-    for label, temperature, smoothing, seeds in SETTINGS:
+    if "librivox" in parts:
+        lines.append(f"| teacher | {fmt(events_row(head, rest, [(n, m, p) for n, _, m, p in real]))} |")
+        print(lines[-1], flush=True)
+        coded = [(n, codec_roundtrip(generator, m), p) for n, _, m, p in real]
+        lines.append(f"| teacher -> codec encode/decode only | {fmt(events_row(head, rest, coded))} |")
+        print(lines[-1], flush=True)
+    for label, temperature, smoothing, seeds in settings if "librivox" in parts else ():
         rows = [(n, model_motion(a, temperature, smoothing, s), p) for s in seeds for n, a, _, p in real]
         lines.append(f"| model, {label}, seeds {','.join(map(str, seeds))} | {fmt(events_row(head, rest, rows))} |")
         print(lines[-1], flush=True)
     lines += ["", f"### The same sentences spoken by the held-out synthetic voice ({TTS_VOICE}), engine phones", "",
               "| system | lips close on /p b m/ | open on open vowels | rest in pauses (frames) |", "|---|---:|---:|---:|"]
-    for label, temperature, smoothing, seeds in (SETTINGS[0], SETTINGS[4]):
+    for label, temperature, smoothing, seeds in (SETTINGS[0], SETTINGS[4]) if "tts" in parts else ():
         rows = [(n, model_motion(a, temperature, smoothing, s), p) for s in seeds for n, a, p in tts]
         lines.append(f"| model, {label}, seeds {','.join(map(str, seeds))} | {fmt(events_row(head, rest, rows))} |")
         print(lines[-1], flush=True)
 
+    if "grid" not in parts:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+        return
     clips = real_faces.grid_clips(args.real_faces)
     tracker = real_faces.default_tracker(args.real_faces)
     lines += ["", "## GRID real faces: r at lag 0 against the human's jawOpen, mean over clips and seeds", "",
@@ -153,7 +166,7 @@ def main() -> None:
         print(lines[-1], flush=True)
 
     grid_row("teacher", [real_faces.evaluate_real_faces(clips, head, tracker)])
-    for label, temperature, smoothing, seeds in SETTINGS:
+    for label, temperature, smoothing, seeds in settings:
         grid_row(f"model, {label}, seeds {','.join(map(str, seeds))}", [
             real_faces.evaluate_real_faces(clips, head, tracker, teacher=False,
                                            generate=lambda a, s=s: model_motion(a, temperature, smoothing, s))

@@ -162,8 +162,9 @@ class CAPTALK_PG_scene(bpy.types.PropertyGroup):
     )
     temperature: bpy.props.FloatProperty(
         name="Temperature",
-        description="Sampling randomness (0: always the likeliest motion, 1: as trained, higher: wilder)",
-        default=1.0,
+        description="Sampling randomness (0: always the likeliest motion, 0.3: default, crisp lip closures, "
+                    "1: as trained, looser lips, higher: wilder)",
+        default=0.3,
         min=0.0,
         soft_max=2.0,
         max=5.0,

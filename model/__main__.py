@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--guidance", type=float, default=2.0, help="caption guidance scale (1 = plain conditional, 0 = ignore the captions)")
     generate.add_argument("--style-guidance", type=float, help="style caption's own scale (default: --guidance)")
     generate.add_argument("--emotion-guidance", type=float, help="emotion caption's own scale (default: --guidance)")
-    generate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    generate.add_argument("--temperature", type=float, default=0.3, help="sampling temperature (0 = greedy)")
     generate.add_argument("--top-p", type=float, default=0.97)
     generate.add_argument("--takes", type=int, default=1, help="takes to make (OUT_take<N>.npz each when > 1)")
     generate.add_argument("--no-smoothing", action="store_true", help="skip the Savitzky-Golay smoothing")
