@@ -431,3 +431,38 @@ def plot_real_faces(result: ClipResult, path: str | os.PathLike) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m model.evaluate.real_faces --out docs/eval``: this part of the report alone
+    (real_faces.md, real_faces.json, real_faces.png), with the bundled model or --checkpoint."""
+    import argparse
+
+    from ..core.paths import default_checkpoint_dir, default_open_head_file
+    from ..core.schedule import parse_schedule
+    from ..generate import GenerationOptions, Generator
+    from .controllability import NEUTRAL
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default=str(default_checkpoint_dir()))
+    parser.add_argument("--real-faces", help="GRID folder (default: $CAPTALK_REAL_FACES, else ../shared/real-faces)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    generator = Generator.load(args.checkpoint, device=args.device)
+    head = HeadModel.load(default_open_head_file())
+    schedule, options = parse_schedule(None, *NEUTRAL), GenerationOptions(seed=args.seed)
+    results = evaluate_real_faces(grid_clips(args.real_faces), head, default_tracker(args.real_faces),
+                                  generate=lambda audio: generator.generate(audio, schedule, options).motion,
+                                  progress=print)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "real_faces.json").write_text(json.dumps(real_faces_summary(results), indent=1) + "\n")
+    (out / "real_faces.md").write_text(real_faces_markdown(results) + "\n")
+    plot_real_faces(next(r for r in results if not r.calibration), out / "real_faces.png")
+    print(real_faces_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
