@@ -93,7 +93,7 @@ class GenerationOptions:
     style_guidance: float | None = None  # None: ``guidance``
     emotion_guidance: float | None = None  # None: ``guidance``
     # 0 = greedy. 0.3, not 1: at 1 the sampled codes blur real speech's lip closures (issue 17,
-    # benchmarks/lip_sync_factors.md: /p b m/ closed 90% -> 99%, real-face jawOpen r 0.43 -> 0.49)
+    # benchmarks/lip_sync_factors.py: /p b m/ closed 90% -> 99%, real-face jawOpen r 0.43 -> 0.49)
     temperature: float = 0.3
     top_p: float = 0.97  # take the likelier bit when its probability >= top_p, else sample
     takes: int = 1
