@@ -160,7 +160,8 @@ def _evaluate(args) -> None:
     run_report(ReportConfig(checkpoint=Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(),
                             data=Path(args.data), out=Path(args.out), clips=args.clips,
                             control_audios=args.control_audios, device=args.device, seed=args.seed,
-                            render=not args.no_render, speed_seconds=args.speed_seconds))
+                            render=not args.no_render, speed_seconds=args.speed_seconds,
+                            real_faces=Path(args.real_faces) if args.real_faces else None))
 
 
 def _serve(args) -> None:
@@ -354,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--speed-seconds", type=float, default=60.0, help="audio length of the speed run")
     evaluate.add_argument("--no-render", action="store_true", help="skip the Blender stills")
+    evaluate.add_argument("--real-faces", help="folder of the GRID clips (grid/*.mpg + README.md; default: "
+                          "$CAPTALK_REAL_FACES, else ../shared/real-faces beside the repo)")
     evaluate.set_defaults(run=_evaluate)
 
     serve = commands.add_parser("serve", help="the local worker the add-on talks to (loopback only, token file)")

@@ -109,6 +109,9 @@ def test_real_recording_teacher_against_itself_and_two_frames_late(open_head_fil
     assert recording.seconds == pytest.approx(2.99, abs=0.05)
     assert recording.teacher_mm.std() > 0.5  # the mouth really moves on real speech
     assert same.meets_aims
+    # lip events, scored on the recording's alignment: the same motion gives the same counts
+    assert same.model_events == same.teacher_events and recording.phones
+    assert same.teacher_events.closures >= 1 and same.teacher_events.closure_share == 1.0
 
     late = evaluate_real_speech(lambda path: _delayed(teacher, 2), head, [(wav, transcript)])
     assert late.recordings[0].lag_frames == 2 and late.pooled_lag_frames == 2
@@ -117,5 +120,6 @@ def test_real_recording_teacher_against_itself_and_two_frames_late(open_head_fil
 
     table = real_speech_markdown(late)
     assert recording.name in table and "+2" in table and "not met" in table
+    assert "lips close on /p b m/" in table
     png = plot_real_speech(late, tmp_path / "real_speech.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

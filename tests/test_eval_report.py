@@ -88,7 +88,8 @@ def test_the_report_is_written_with_every_section(tiny_checkpoint, tmp_path):
               "--control-audios", "1", "--speed-seconds", "5", "--device", "cpu")
     report = (out / "report.md").read_text()
     for heading in ("## Metrics under caption conditions", "## Controllability", "## Real speech",
-                    "## Captions that change mid-sentence", "## Speed", "## Three captions, same audio"):
+                    "## Captions that change mid-sentence", "## Speed", "## Three captions, same audio",
+                    "## Real faces"):
         assert heading in report
     for label in CONDITIONS.values():
         assert label in report
@@ -99,6 +100,10 @@ def test_the_report_is_written_with_every_section(tiny_checkpoint, tmp_path):
     assert summary["conditions"]["clips"] == 1 and static["hpdd_deg"] > 0 and static["lve_mm"] > 0
     assert len(summary["controllability"]["rows"]) >= 40
     assert len(summary["real_speech"]["recordings"]) == 5
+    assert summary["real_speech"]["lip_events"]["teacher"]["closures"] > 20
+    faces = summary["real_faces"]  # the GRID clips when they are there, else the reason they are not
+    assert ("skipped" in faces and "real_faces.png" not in report) or (
+        len(faces["clips"]) == 11 and faces["all"]["teacher jawOpen"]["clips"] == 11 and "](real_faces.png)" in report)
     assert all(case["untouched_before"] < 0.05 for case in summary["dynamic"])
     borders = summary["window_borders"]
     assert borders["max_step_at_borders_mm"] >= 0 and len(borders["border_offsets_std"]) >= 1

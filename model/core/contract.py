@@ -60,8 +60,11 @@ class GenerationOptions:
                                            "(default: Caption Guidance)", 0.0, 20.0, 5.0)
     emotion_guidance: float | None = _option(None, "Emotion Guidance", "The emotion caption's own guidance "
                                              "(default: Caption Guidance)", 0.0, 20.0, 5.0)
-    temperature: float = _option(1.0, "Temperature", "Sampling randomness (0: always the likeliest motion, "
-                                 "1: as trained, higher: wilder)", 0.0, 5.0, 2.0)
+    # 0.3, not 1: at 1 the sampled codes blur real speech's lip closures (issue 17,
+    # benchmarks/lip_sync_factors.py: /p b m/ closed 90% -> 99%, real-face jawOpen r 0.43 -> 0.49)
+    temperature: float = _option(0.3, "Temperature", "Sampling randomness (0: always the likeliest motion, "
+                                 "0.3: default, crisp lip closures, 1: as trained, looser lips, higher: wilder)",
+                                 0.0, 5.0, 2.0)
     top_p: float = _option(0.97, "Top P", "Take the likelier code bit when its probability is at least this, "
                            "else sample it", 0.0, 1.0)
     takes: int = _option(1, "Takes", "How many different takes to generate at once (each with its own seed)",

@@ -6,6 +6,8 @@ per part of the report:
 - `conditions`: LVE, MHD, FDD, LODD, HPDD on the test split under caption conditions;
 - `controllability`: captions in phrasings the caption generator never produces;
 - `real_speech`: mouth opening on real recordings against the teacher on forced alignment;
+- `lip_events`: closures, open vowels and rest in pauses on the alignment of real speech;
+- `real_faces`: jawOpen of tracked real talking faces (GRID, MediaPipe) against each system;
 - `dynamic`: a caption change mid-sentence, time to take effect and the jump at the switch;
 - `speed`: real-time factor and where the time goes;
 - `report`: runs them all and writes the report.

@@ -11,6 +11,9 @@ loaded `Generator` with neutral captions and a fixed seed.
 Both motions become one number per frame, the mouth opening o_t in mm (`mouth_opening`),
 and are compared by Pearson correlation and by the lag that maximises it
 (`lag_and_correlation`). Aims: correlation 0.6 or more, lag within one frame (40 ms).
+
+Both are also scored phonetically, on the aligned phones (`model.evaluate.lip_events`):
+lips closed on /p b m/, open on open vowels, at rest in pauses (issue 17).
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ import numpy as np
 from ..core.audio import MOTION_FPS, load_audio
 from ..core.head_model import HeadModel
 from ..metrics import METRES_TO_MM, lip_opening
+from ..speech.phones import Phone
+from .lip_events import LipEvents, lip_events, lip_events_markdown
 
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
 CORRELATION_AIM = 0.6
@@ -35,6 +40,11 @@ def mouth_opening(head: HeadModel, motion: np.ndarray) -> np.ndarray:
     """(T, C) motion on ``head`` -> (T,) mm: mean distance of the head's inner-lip pairs
     (region ``lip_pairs``), as `model.metrics.lip_opening` measures it for LODD."""
     return lip_opening(head.vertices(motion) * METRES_TO_MM, head.regions["lip_pairs"])
+
+
+def rest_gap(head: HeadModel) -> float:
+    """The inner-lip gap (mm, as `mouth_opening`) of ``head``'s neutral face."""
+    return float(mouth_opening(head, head.neutral_motion(1))[0])
 
 
 def _overlap(predicted: np.ndarray, reference: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +145,7 @@ class RecordingResult:
     best_correlation: float  # at ``lag_frames``
     model_mm: np.ndarray = field(repr=False, compare=False)
     teacher_mm: np.ndarray = field(repr=False, compare=False)
+    phones: tuple[Phone, ...] = field(default=(), repr=False, compare=False)  # forced alignment
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,8 @@ class RealSpeechResult:
     pooled_correlation: float  # all frames concatenated, lag 0
     pooled_lag_frames: int  # lag maximising the pooled correlation
     pooled_best_correlation: float
+    model_events: LipEvents = LipEvents()  # all recordings together
+    teacher_events: LipEvents = LipEvents()
 
     @property
     def meets_aims(self) -> bool:
@@ -165,6 +178,7 @@ class RealSpeechResult:
             "mean_abs_lag_frames": self.mean_abs_lag_frames, "pooled_correlation": self.pooled_correlation,
             "pooled_lag_frames": self.pooled_lag_frames, "pooled_best_correlation": self.pooled_best_correlation,
             "meets_aims": self.meets_aims,
+            "lip_events": {"model": self.model_events.summary(), "teacher": self.teacher_events.summary()},
         }
 
 
@@ -182,18 +196,22 @@ def evaluate_real_speech(generate: Callable[[Path], np.ndarray], head: HeadModel
     if not items:
         raise ValueError("no recordings to evaluate")
     recordings, pairs = [], []
+    rest = rest_gap(head)
+    model_events = teacher_events = LipEvents()
     for path, transcript in items:
         path = Path(path)
         audio = load_audio(path)
-        teacher_motion, _ = animate_recording(audio, transcript, head.channel_names, seed=seed)
+        teacher_motion, phones = animate_recording(audio, transcript, head.channel_names, seed=seed)
         model_motion = np.asarray(generate(path))
         frames = min(len(model_motion), len(teacher_motion))
         model_mm = mouth_opening(head, model_motion[:frames])
         teacher_mm = mouth_opening(head, teacher_motion[:frames])
         lag, correlation, best = lag_and_correlation(model_mm, teacher_mm, max_lag)
         recordings.append(RecordingResult(path.stem, transcript, frames / MOTION_FPS, correlation, lag, best,
-                                          model_mm, teacher_mm))
+                                          model_mm, teacher_mm, phones))
         pairs.append((model_mm, teacher_mm))
+        model_events += lip_events(model_mm, rest, phones, recording=path.stem)
+        teacher_events += lip_events(teacher_mm, rest, phones, recording=path.stem)
     pooled_lag, pooled, pooled_best = _lag_scan(pairs, max_lag)
     return RealSpeechResult(
         recordings=tuple(recordings),
@@ -203,6 +221,8 @@ def evaluate_real_speech(generate: Callable[[Path], np.ndarray], head: HeadModel
         pooled_correlation=pooled,
         pooled_lag_frames=pooled_lag,
         pooled_best_correlation=pooled_best,
+        model_events=model_events,
+        teacher_events=teacher_events,
     )
 
 
@@ -256,5 +276,9 @@ def real_speech_markdown(result: RealSpeechResult) -> str:
         "",
         f"Lags searched in ±{result.max_lag} frames ({ms:.0f} ms each); a positive lag means the model is late. "
         f"Aims: correlation ≥ {CORRELATION_AIM} and |lag| ≤ {LAG_AIM_FRAMES} frame on the pooled figures: {verdict}.",
+        "",
+        "Phonetically, on the forced alignment of the same recordings:",
+        "",
+        lip_events_markdown([("model", result.model_events), ("teacher", result.teacher_events)]),
     ]
     return "\n".join(lines)

@@ -4,7 +4,8 @@
 
 Writes OUT/report.md, OUT/summary.json (every figure, machine-readable) and the PNG plots
 and stills it links. Everything runs on the dataset's test split (its held-out voice and
-sentences) and on the LibriVox recordings of Debian's pocketsphinx test data, with one
+sentences), on the LibriVox recordings of Debian's pocketsphinx test data and on the GRID
+real-face clips (``--real-faces``; the section says why when they are absent), with one
 generation seed, so a rerun on the same machine gives the same figures (timings aside).
 The stills are rendered by Blender (`scripts/render_caption_stills.py`) in a separate
 process, because the back end never imports Blender.
@@ -28,7 +29,7 @@ from ..data.dataset import open_dataset
 from ..core.head_model import HeadModel
 from ..core.motion_file import load_motion, save_motion
 from ..core.schedule import parse_schedule
-from . import EvaluationError, conditions, controllability, dynamic, real_speech, speed
+from . import EvaluationError, conditions, controllability, dynamic, real_faces, real_speech, speed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STILLS_SCRIPT = REPO_ROOT / "scripts" / "render_caption_stills.py"
@@ -59,6 +60,7 @@ class ReportConfig:
     render: bool = True
     speed_seconds: float = SPEED_SECONDS
     python: str = sys.executable  # runs the stills script (bpy from PyPI in the same environment)
+    real_faces: Path | None = None  # GRID clips folder; None = `real_faces.default_folder()`
 
 
 def clip_generate(generator, options):
@@ -165,6 +167,9 @@ def run_report(config: ReportConfig, log=print) -> dict:
                  f"Captions: style \"{neutral_style}\", emotion \"{neutral_emotion}\".", "",
                  real_speech.real_speech_markdown(real), "", "![real speech](real_speech.png)"]
 
+    log("real faces (GRID) ...")
+    sections += real_faces_section(config, generator, head, options, summary, log)
+
     log("dynamic captions ...")
     switch_audio = by_length[0].audio
     times = [t for t in SWITCH_TIMES if t < _frames(by_length[0]) / 25.0 - 1.0]  # a second left to watch
@@ -224,6 +229,28 @@ def run_report(config: ReportConfig, log=print) -> dict:
     (config.out / "report.md").write_text("\n".join(lines) + "\n")
     log(f"report: {config.out / 'report.md'}")
     return summary
+
+
+def real_faces_section(config: ReportConfig, generator, head: HeadModel, options, summary: dict, log) -> list[str]:
+    """The report's real-face section (`model.evaluate.real_faces`), with its plot; a
+    section saying why when the clips or the tracker are not there (nothing else stops)."""
+    folder = config.real_faces or real_faces.default_folder()
+    title = ["## Real faces: jawOpen of tracked GRID videos against each system", ""]
+    try:
+        clips = real_faces.grid_clips(folder)
+        schedule = parse_schedule(None, *controllability.NEUTRAL)
+        results = real_faces.evaluate_real_faces(
+            clips, head, real_faces.default_tracker(folder),
+            generate=lambda audio: generator.generate(audio, schedule, options)[0].motion, progress=log)
+    except real_faces.RealFacesError as exc:
+        summary["real_faces"] = {"skipped": str(exc)}
+        return title + [f"Skipped: {exc}"]
+    summary["real_faces"] = real_faces.real_faces_summary(results)
+    shown = next((r for r in results if not r.calibration), results[0])
+    real_faces.plot_real_faces(shown, config.out / "real_faces.png")
+    return title + [f"{len(results)} GRID clips from `{folder}`, tracked by MediaPipe FaceLandmarker; model "
+                    f"captions: style \"{controllability.NEUTRAL[0]}\", emotion \"{controllability.NEUTRAL[1]}\".", "",
+                    real_faces.real_faces_markdown(results), "", "![real faces](real_faces.png)"]
 
 
 def _frames(record) -> int:

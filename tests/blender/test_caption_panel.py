@@ -41,7 +41,7 @@ def markers(scene) -> dict[str, int]:
 def test_properties_are_registered_with_their_defaults_and_limits(empty_scene):
     settings = empty_scene.captalk
     assert (settings.target_rig, settings.style, settings.emotion, len(settings.sections)) == (None, "", "", 0)
-    assert (settings.seed, settings.guidance, settings.temperature, settings.takes) == (0, 2.0, 1.0, 1)
+    assert (settings.seed, settings.guidance, settings.temperature, settings.takes) == (0, 2.0, pytest.approx(0.3), 1)
     takes = settings.bl_rna.properties["takes"]
     assert (takes.hard_min, takes.hard_max) == (1, 8)
     settings.style = "x" * 1005  # cut to MAX_CAPTION_CHARS, what the back end accepts (a byte limit in Blender)
