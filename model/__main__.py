@@ -142,8 +142,9 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         kind = int if isinstance(default, int) else float
         shown = "" if default is None else f" (default {default:g})"
+        bounds = f"{spec.minimum} to {spec.maximum}" if kind is int else f"{spec.minimum:g} to {spec.maximum:g}"
         parser.add_argument(f"--{flag}", dest=name, type=kind, default=default,
-                            help=f"{spec.description}{shown}; {spec.minimum:g} to {spec.maximum:g}")
+                            help=f"{spec.description}{shown}; {bounds}")
 
 
 def options_from_args(args):

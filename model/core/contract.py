@@ -120,7 +120,8 @@ def _check_option(name: str, value, default, spec: OptionSpec) -> None:
         kind = "a whole number" if whole else "a number"
         raise GenerationError(f"{name} must be {kind}, got {value!r}")
     if not (whole or math.isfinite(value)) or not spec.minimum <= value <= spec.maximum:
-        raise GenerationError(f"{name} must be between {spec.minimum:g} and {spec.maximum:g}, got {value!r}")
+        low, high = (spec.minimum, spec.maximum) if whole else (f"{spec.minimum:g}", f"{spec.maximum:g}")
+        raise GenerationError(f"{name} must be between {low} and {high}, got {value!r}")
 
 
 @dataclass(frozen=True)
