@@ -362,6 +362,11 @@ class Generator:
 
     # ------------------------------------------------------------------ properties
     @property
+    def warm(self) -> bool:
+        """Whether the encoders are loaded (`warm_up` has run)."""
+        return self._warm
+
+    @property
     def channels(self) -> tuple[str, ...]:
         return tuple(self.manifest["channels"])
 

@@ -309,4 +309,4 @@ def test_teach_command_animates_a_real_recording_from_its_transcript(tmp_path, h
     bad = subprocess.run([sys.executable, "-m", "model", "data", "teach", "--audio", str(tmp_path / "none.wav"),
                           "--transcript", "hello", "--out", str(tmp_path / "x.npz")],
                          capture_output=True, text=True, cwd=REPO_ROOT)
-    assert bad.returncode == 2 and "not a readable audio file" in bad.stderr and not (tmp_path / "x.npz").exists()
+    assert bad.returncode == 2 and "no such file" in bad.stderr and not (tmp_path / "x.npz").exists()

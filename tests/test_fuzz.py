@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -21,16 +22,26 @@ import pytest
 FUZZ = Path(__file__).resolve().parent / "fuzz"
 CORPUS = FUZZ / "corpus"
 FUZZ_SECONDS = int(os.environ.get("CAPTALK_FUZZ_SECONDS", "20"))
+FUZZ_ADDRESS_SPACE = 4 << 30  # bytes a harness may map: the interpreter and numpy need about 1 GB
 
 
 def run_fuzzer(target: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[Path]]:
     new = tmp_path / "new"
     new.mkdir()
+    # Memory is bounded by the address space, not libFuzzer's -rss_limit_mb: Linux carries a
+    # process's peak RSS across fork and exec, so a child of a test session grown to 2 GB would
+    # read as out of memory before its first input. An input that allocates past the limit
+    # raises MemoryError in the harness, which reports it as a crash.
     command = [sys.executable, str(FUZZ / f"fuzz_{target}.py"), str(new), str(CORPUS / target),
-               f"-max_total_time={FUZZ_SECONDS}", "-rss_limit_mb=2048", "-timeout=20", "-max_len=8192",
+               f"-max_total_time={FUZZ_SECONDS}", "-rss_limit_mb=0", "-timeout=20", "-max_len=8192",
                f"-artifact_prefix={tmp_path}/", "-print_final_stats=1"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_SECONDS + 300, env=env)
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (FUZZ_ADDRESS_SPACE, FUZZ_ADDRESS_SPACE))
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_SECONDS + 300, env=env,
+                            preexec_fn=limit_memory)
     artifacts = [p for p in tmp_path.iterdir() if p.name.split("-")[0] in ("crash", "oom", "timeout", "leak")]
     return result, artifacts
 

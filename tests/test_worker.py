@@ -18,7 +18,7 @@ import pytest
 import soundfile
 
 from model.core.audio import SAMPLE_RATE, frame_count, load_audio
-from model.link.client import JobCancelledError, WorkerClient, WorkerError
+from model.link.client import JobCancelledError, WorkerClient
 from model.link.launch import EXIT_ALREADY_RUNNING, WorkerSpec, WorkerUnavailable, ensure_worker
 from model.link.processes import alive
 from model.core.contract import GenerationOptions, GenerationRequest
@@ -464,7 +464,7 @@ def test_a_flame_rig_with_an_adapter_is_driven_and_mapped(worker, open_head_file
     source = HeadModel.load(open_head_file)
     target = import_flame(write_flame_npz(tmp_path / "flame.npz", flame=open_head_as_flame(source).flame))
     flame_request = request(SPEECH, head_model=target.model_id, channels=tuple(target.channel_names))
-    with pytest.raises(WorkerError, match="not 'flame-|does not fit"):  # no adapter yet
+    with pytest.raises(RequestError, match="not 'flame-|does not fit"):  # no adapter yet
         client.submit(flame_request)
     build_adapter(source, target, keep_shapes=False).save(adapter_path(target.model_id))
     take = client.generate(flame_request)[0]
@@ -472,5 +472,5 @@ def test_a_flame_rig_with_an_adapter_is_driven_and_mapped(worker, open_head_file
     assert np.ptp(take.motion[:, target.rotation_slice("jaw")][:, 0]) > 0
 
     failure_path("flame-broken-e100").write_text("registration failed: not a head\n")
-    with pytest.raises(WorkerError, match="cannot drive head model 'flame-broken-e100': registration failed"):
+    with pytest.raises(RequestError, match="cannot drive head model 'flame-broken-e100': registration failed"):
         client.submit(request(SPEECH, head_model="flame-broken-e100"))

@@ -679,8 +679,9 @@ def test_cancel_during_speech_encoding_stops_the_job(abused, tmp_path):
     assert client.cancel(job) == "running"
     state, events, result = follow(client, job)
     messages += [e["message"] for e in events]
-    assert state == "cancelled" and "cancelled after 0 of" in result["error"]
-    assert messages[-2] == "encoding speech" and "encoding captions" not in messages, messages
+    # speech is encoded chunk by chunk as the windows need it: the job stops before its first window
+    assert state == "cancelled" and "cancelled after 0 of" in result["error"], result
+    assert not any(m.startswith("window") for m in messages), messages
 
 
 def test_cancel_during_caption_encoding_stops_the_job(abused, tmp_path):
@@ -783,6 +784,9 @@ def test_out_of_descriptors_the_worker_keeps_answering(tiny_checkpoint, tmp_path
         time.sleep(1.0)
         for _ in range(5):
             assert client.health()["ok"]
+        deadline = time.monotonic() + 300
+        while not client.health()["warm"] and time.monotonic() < deadline:  # the encoders' background load
+            time.sleep(0.5)                                                 # is work, not a spinning loop
         cpu = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         busy_before = int(cpu[11]) + int(cpu[12])
         time.sleep(2.0)

@@ -164,7 +164,8 @@ class Worker:
                 "head_model": generator.manifest.get("head_model"), "channels": list(generator.channels),
                 "fps": MOTION_FPS, "jobs": self.jobs.counts(), "running": running.client if running else None,
                 "uptime_s": round(time.time() - self.started, 1), "memory": _memory(generator.device),
-                "owners": self.owners(), "limits": self.config.limits.__dict__}
+                "owners": self.owners(), "limits": self.config.limits.__dict__,
+                "warm": generator.warm}  # False while the encoders still load in the background
 
     def check(self, request: GenerationRequest) -> PreparedRequest:
         """Everything that can be refused before queueing (audio, schedule, rig): a
