@@ -170,8 +170,9 @@ def job():
     return bpy.context.window_manager.captalk_job
 
 
-def generate_module():
-    return addon().operators.generate
+def active_run():
+    """The add-on's background run in progress (Generate, the open-head build), or None."""
+    return addon().captalk_addon.background.active_run()
 
 
 def invoke_generate(select: str) -> None:
@@ -355,7 +356,7 @@ def scenario(d: Driver):
     d.screenshot("04-progress-starting")
     move_mouse(region_of(view3d, "WINDOW"), 200, 200)
     xdo("key", "Escape")
-    yield Wait(lambda: generate_module()._active is None, 60, "ESC to stop Generate")
+    yield Wait(lambda: active_run() is None, 60, "ESC to stop Generate")
     d.check("ESC cancels Generate, scene unchanged", fingerprint() == before, json.dumps(fingerprint()))
 
     # -- a real click on Cancel mid-run -----------------------------------------------
@@ -372,7 +373,7 @@ def scenario(d: Driver):
     move_mouse(sidebar, *(bake_at or (sidebar.width / 2, 300)))
     d.screenshot("06-progress")
     xdo("click", "1")
-    yield Wait(lambda: generate_module()._active is None, 60, "the Cancel click to stop Generate")
+    yield Wait(lambda: active_run() is None, 60, "the Cancel click to stop Generate")
     d.check("a click on Cancel stops Generate, scene unchanged", fingerprint() == before,
             json.dumps(fingerprint()))
 
@@ -382,7 +383,7 @@ def scenario(d: Driver):
     seen = []
     renamed = False
     start = time.monotonic()
-    while generate_module()._active is not None:
+    while active_run() is not None:
         seen.append((round(time.monotonic() - start, 2), round(job().progress, 3), job().message))
         if not renamed and job().running and time.monotonic() - start > 0.3:
             scene.name = "Shot 010"  # what an artist may do while the model works (F2)
