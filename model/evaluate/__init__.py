@@ -12,8 +12,23 @@ per part of the report:
 - `speed`: real-time factor and where the time goes;
 - `report`: runs them all and writes the report.
 """
+from pathlib import Path
+
 from ..core.errors import BadInput
 
 
 class EvaluationError(BadInput):
     """The checkpoint or dataset cannot be evaluated as asked; the message says why."""
+
+
+def save_figure(figure, path) -> Path:
+    """Lay out a matplotlib ``figure``, write it to ``path`` (PNG, 120 dpi; folders made) and
+    close it (the report makes many: open figures would pile up). Returns the path."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

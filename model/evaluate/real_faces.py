@@ -48,6 +48,7 @@ from ..core.head_model import HeadModel
 from ..core.paths import REPO_ROOT, shared_data_dir
 from ..core.rotations import matrix_to_axis_angle
 from .real_speech import DEFAULT_MAX_LAG, lag_and_correlation, mouth_opening
+from . import save_figure
 
 CLIPS_SUBDIR = "grid"
 TRACKER_FILE = "face_landmarker.task"
@@ -425,12 +426,7 @@ def plot_real_faces(result: ClipResult, path: str | os.PathLike) -> Path:
     axis.set_title(f"GRID {result.name}: \"{result.transcript}\"", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(loc="upper right", fontsize=7)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -29,6 +29,7 @@ from ..core.head_model import HeadModel
 from ..metrics import METRES_TO_MM, lip_opening
 from ..speech.phones import Phone
 from .lip_events import LipEvents, lip_events, lip_events_markdown
+from . import save_figure
 
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
 CORRELATION_AIM = 0.6
@@ -248,12 +249,7 @@ def plot_real_speech(result: RealSpeechResult, path: str | os.PathLike, recordin
     axes[0, 0].legend(loc="upper right", fontsize=8)
     figure.suptitle(f"Real speech (LibriVox): pooled r = {result.pooled_correlation:.2f}, "
                     f"lag {result.pooled_lag_frames:+d} frames", fontsize=10)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def real_speech_markdown(result: RealSpeechResult) -> str:
