@@ -62,6 +62,13 @@ def release_workers() -> None:
 atexit.register(release_workers)
 
 
+def backend_line(health: dict) -> str:
+    """The panel's line about the worker, from its /health."""
+    if not health.get("loaded", True):
+        return f"Back end: loading the model (pid {health['pid']})"
+    return f"Back end: {health['device']}{' fp16' if health['half'] else ''} (pid {health['pid']})"
+
+
 @dataclass(frozen=True)
 class Progress:
     fraction: float
@@ -122,9 +129,12 @@ class GenerationTask:
             try:
                 progress(0.0, "starting the back end" if attempt == 1 else "the back end stopped; restarting it")
                 client = get_worker(self.spec)
-                health = client.health()
-                self.backend = f"Back end: {health['device']}{' fp16' if health['half'] else ''} (pid {health['pid']})"
+                self.backend = backend_line(client.health())
                 takes = client.generate(self.request, progress, self.cancel_event)
+                try:  # the device is resolved once the model is loaded
+                    self.backend = backend_line(client.health())
+                except WorkerError:
+                    pass  # the motion is here; the line keeps what it said
             except WorkerGone as exc:
                 if attempt == 1 and not self.cancel_event.is_set():
                     continue

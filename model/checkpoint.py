@@ -20,6 +20,9 @@ A checkpoint is a folder::
     text_encoder      text encoder id
     training          free-form summary: data, steps, time, seeds, metrics
 
+The manifest is read and checked by `model.core.checkpoint_manifest` (torch-free, for the
+worker's start); this module holds the weights.
+
 Training state for resuming (optimiser moments, step, RNG) is stored the same way
 (`save_state` / `load_state`): nested dicts of tensors flattened into safetensors keys,
 everything else in JSON.
@@ -37,60 +40,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .core.atomic import atomic_write
-from .core.errors import BadInput
+from .core.checkpoint_manifest import CheckpointError
 
-FORMAT_NAME = "captalk-checkpoint"
-FORMAT_VERSION = 1
-MANIFEST = "captalk.json"
 _SEPARATOR = "/"
-
-
-class CheckpointError(BadInput):
-    """A checkpoint that is missing, damaged, or does not fit what it is asked to do."""
-
-
-def write_manifest(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> Path:
-    """Write ``captalk.json`` (format fields added); other keys as given."""
-    path = Path(folder) / MANIFEST
-    content = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **manifest}
-    atomic_write(path, lambda name: Path(name).write_text(json.dumps(content, indent=2)))
-    return path
-
-
-MAX_MANIFEST_BYTES = 16 << 20  # the default model's captalk.json is 7 KB
-_MANIFEST_TYPES = {"head_model": str, "channel_signature": str, "speech_encoder": str, "text_encoder": str,
-                   "stats": dict, "codec": dict, "ar": dict, "training": dict}
-
-
-def read_manifest(folder: str | os.PathLike) -> dict:
-    """``captalk.json`` as a dict, its format and the types of its known entries checked
-    (CheckpointError names what is wrong); the configs' values are checked by their
-    ``from_dict``."""
-    path = Path(folder) / MANIFEST
-    try:
-        if not path.is_file():
-            raise FileNotFoundError
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise CheckpointError(f"'{path}' is larger than {MAX_MANIFEST_BYTES >> 20} MB; it is not a CapTalk manifest")
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"'{folder}' is not a CapTalk checkpoint (no {MANIFEST})") from None
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
-        raise CheckpointError(f"'{path}' cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"'{path}' is not a {FORMAT_NAME} manifest")
-    version = manifest.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"'{path}' has the format version {str(version)[:20]!r}, not a whole number >= 1")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"'{folder}' was written by a newer CapTalk (format {version})")
-    for key, kind in _MANIFEST_TYPES.items():
-        if key in manifest and not isinstance(manifest[key], kind):
-            raise CheckpointError(f"'{path}': '{key}' must be {'text' if kind is str else 'an object'}")
-    channels = manifest.get("channels", [])
-    if not (isinstance(channels, list) and all(isinstance(c, str) for c in channels)):
-        raise CheckpointError(f"'{path}': 'channels' must be a list of channel names")
-    return manifest
 
 
 def save_weights(folder: str | os.PathLike, name: str, module: torch.nn.Module) -> Path:
@@ -152,21 +104,6 @@ def load_module(folder: str | os.PathLike, name: str, module_class, config, devi
         raise CheckpointError(f"'{folder}': the manifest describes a {name} model of at least {needed:,} parameters "
                               f"but {name}.safetensors holds {stored:,}; the manifest does not belong to these weights")
     return load_weights(folder, name, module_class(config), device)
-
-
-def check_fits(manifest: Mapping[str, Any], channels: list[str] | tuple[str, ...], head_model: str | None = None) -> None:
-    """Raise `CheckpointError` unless the checkpoint drives exactly these motion channels."""
-    theirs = list(manifest.get("channels", []))
-    if list(channels) == theirs:
-        return
-    missing = [c for c in theirs if c not in channels]
-    extra = [c for c in channels if c not in theirs]
-    raise CheckpointError(
-        f"the model was trained for head model '{manifest.get('head_model')}' ({len(theirs)} channels) and does "
-        f"not fit {'head model ' + repr(head_model) if head_model else 'this rig'} ({len(channels)} channels; "
-        f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}, extra {extra[:4]}{'...' if len(extra) > 4 else ''}). "
-        "Use a checkpoint trained for this head model, or the head model this checkpoint was trained for."
-    )
 
 
 def _flatten(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:

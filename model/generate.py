@@ -68,7 +68,8 @@ import torch
 from .ar.model import ARConfig, CapTalkAR
 from .ar.sampling import generators, guidance_terms, guide, sample_bits
 from .core.audio import MOTION_FPS, SAMPLE_RATE, frame_count, load_audio, to_mono_16k
-from .checkpoint import CheckpointError, check_fits, load_module, read_manifest
+from .checkpoint import load_module
+from .core.checkpoint_manifest import CheckpointError, check_fits, read_manifest
 from .codec.codec import CodecConfig, MotionCodec
 from .codec.normalise import ChannelStats
 from .core.motion_file import MotionClip
@@ -295,7 +296,7 @@ class Generator:
         """Load a checkpoint folder (default `default_checkpoint_dir`) and its encoders.
 
         head_channels: the target rig's channel names; the checkpoint must drive exactly
-        these (`model.checkpoint.check_fits`, ``head_model`` names the rig in the message).
+        these (`model.core.checkpoint_manifest.check_fits`, ``head_model`` names the rig in the message).
         *_encoder_spec: where to find the encoders when the manifest's ids do not name
         them (a transformers directory); the ids must still match. half: float16 autocast
         for the AR model (default: on CUDA only). Raises `CheckpointError` or

@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .checkpoint import CheckpointError, check_fits
+from .core.checkpoint_manifest import CheckpointError, check_fits
 from .core.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, AudioError, crop_audio, load_audio
 from .core.contract import GenerationRequest
 from .core.flame_adapter import FlameAdapter, adapter_for_request, map_to_rig

@@ -16,7 +16,8 @@ import torch
 from model.__main__ import main
 from model.ar.model import CapTalkAR
 from model.core.audio import frame_count, save_audio
-from model.checkpoint import CheckpointError, save_weights, write_manifest
+from model.checkpoint import save_weights
+from model.core.checkpoint_manifest import CheckpointError, write_manifest
 from model.codec.normalise import ChannelStats
 from model.encoders import speech_encoder, text_encoder
 from model.core.contract import GenerationError, GenerationOptions

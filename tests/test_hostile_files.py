@@ -400,7 +400,7 @@ def test_crafted_manifests_are_refused_before_building_the_model(tmp_path):
 
 
 def test_manifest_deep_nesting_and_size_are_refused(tmp_path):
-    from model.checkpoint import CheckpointError, read_manifest
+    from model.core.checkpoint_manifest import CheckpointError, read_manifest
 
     folder = checkpoint_copy(tmp_path / "ckpt")
     (folder / "captalk.json").write_text("[" * 100_000 + "]" * 100_000)
@@ -420,7 +420,8 @@ def test_damaged_weights_are_refused(tmp_path, damage, message):
     import torch
     from safetensors.torch import load_file, save_file
 
-    from model.checkpoint import CheckpointError, load_weights
+    from model.checkpoint import load_weights
+    from model.core.checkpoint_manifest import CheckpointError
     from model.codec.codec import CodecConfig, MotionCodec
 
     folder = checkpoint_copy(tmp_path / "ckpt")

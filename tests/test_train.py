@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 
 from model.ar.batch import ARBatch
 from model.ar.model import ARConfig, CapTalkAR
-from model.checkpoint import load_weights, read_manifest
+from model.checkpoint import load_weights
+from model.core.checkpoint_manifest import read_manifest
 from model.codec import ChannelStats, CodecConfig, MotionCodec
 from model.data.dataset import WINDOW_FRAMES, open_dataset, window_at
 from model.core.head_model import HeadModel

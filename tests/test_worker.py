@@ -18,7 +18,8 @@ import pytest
 import soundfile
 
 from model.core.audio import SAMPLE_RATE, frame_count, load_audio
-from model.link.client import JobCancelledError, WorkerClient
+from model.core.errors import CapTalkError
+from model.link.client import JobCancelledError, WorkerClient, WorkerError
 from model.link.launch import EXIT_ALREADY_RUNNING, WorkerSpec, WorkerUnavailable, ensure_worker
 from model.link.processes import alive
 from model.core.contract import GenerationOptions, GenerationRequest
@@ -474,3 +475,49 @@ def test_a_flame_rig_with_an_adapter_is_driven_and_mapped(worker, open_head_file
     failure_path("flame-broken-e100").write_text("registration failed: not a head\n")
     with pytest.raises(RequestError, match="cannot drive head model 'flame-broken-e100': registration failed"):
         client.submit(request(SPEECH, head_model="flame-broken-e100"))
+
+
+def test_the_worker_answers_before_its_model_loads_and_a_failed_load_reaches_the_job(tiny_checkpoint, tmp_path):
+    """Weights that cannot be read are found by the background load, after the worker has
+    announced itself (only the manifest is read before): the job that waited gets the
+    reason, new jobs are refused with it, the session file goes at once (the next request
+    starts a fresh worker), and the process exits with status 2 soon after."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint[1], broken)
+    (broken / "ar.safetensors").write_bytes(b"these are not weights")
+    session_file = tmp_path / "run" / "worker.json"
+    session_file.parent.mkdir()
+    process, ready = start_worker(broken, session_file)
+    try:
+        assert ready["event"] == "ready" and ready["device"] == "cpu"
+        client = WorkerClient(read_session(session_file))
+        with pytest.raises(CapTalkError, match="ar.safetensors' cannot be read"):
+            client.generate(request(SPEECH))  # waits for the load, or refused (503) if it already failed
+        health = client.health()
+        assert health["loaded"] is False and "cannot be read" in health["error"]
+        with pytest.raises(WorkerError, match="could not load its model .*cannot be read") as refused:
+            client.submit(request(SPEECH))
+        assert refused.value.status == 503
+        assert not session_file.exists(), "a failed worker leaves the session to a fresh one"
+        assert process.wait(timeout=60) == 2
+        assert "cannot be read" in process.stderr.read()
+    finally:
+        stop(process)
+
+
+def test_the_first_job_waits_for_the_model_and_health_reports_the_load(tiny_checkpoint, tmp_path):
+    session_file = tmp_path / "worker.json"
+    process, ready = start_worker(tiny_checkpoint[1], session_file)
+    try:
+        client = WorkerClient(read_session(session_file))
+        first = client.health()
+        assert first["channels"] and first["head_model"] and first["error"] is None
+        takes = client.generate(request(SPEECH))
+        assert takes[0].motion.shape[0] == frame_count(len(load_audio(SPEECH)))
+        health = client.health()
+        assert health["loaded"] is True and health["device"] == "cpu" and health["load_s"] > 0
+    finally:
+        stop(process)
+    assert process.returncode == 0

@@ -42,6 +42,7 @@ from ..link.protocol import PROTOCOL_VERSION, TOKEN_HEADER, JobState, Limits, Re
 from ..link.session import Session, new_token, remove_session, session_path, write_session
 from ..run import PreparedRequest, _user_name, check_rig, prepare_request, run_prepared
 from .jobs import JobQueue
+from .loading import ModelLoader, check_modules_present
 
 LOOPBACK = "127.0.0.1"
 MAX_EVENT_WAIT = 30.0  # seconds a long poll may hold a connection
@@ -57,6 +58,7 @@ REQUEST_TIMEOUT = 10.0  # seconds from connecting to the end of the headers (slo
 MIN_TRANSFER_RATE = 8 * 2**20  # bytes/s a body or an answer must at least move at, on top of REQUEST_TIMEOUT
 SOCKET_TIMEOUT = 30.0  # seconds one read or write may stall
 SMALL_BODY = 64 * 2**10  # bytes: the largest body of a request other than POST /jobs
+FAILED_LINGER_S = 10.0  # seconds a worker whose model failed to load still answers about its jobs
 INTAKE_WAIT = 60.0  # seconds a submit waits while others are being read and checked, then 503
 
 
@@ -78,8 +80,10 @@ class ServerConfig:
 class Worker:
     """The loaded model, its job queue and the HTTP server in front of them."""
 
-    def __init__(self, config: ServerConfig, generator, session_file: Path):
-        self.config, self.generator, self.session_file = config, generator, session_file
+    def __init__(self, config: ServerConfig, checkpoint: Path, manifest: dict, loader: ModelLoader,
+                 session_file: Path):
+        self.config, self.checkpoint, self.manifest, self.loader = config, checkpoint, manifest, loader
+        self.session_file = session_file
         self.token = new_token()
         self.started = time.time()
         self.jobs = JobQueue(self._work)
@@ -96,12 +100,12 @@ class Worker:
     # ------------------------------------------------------------------ life
     def run(self) -> None:
         """Write the session file, announce readiness, serve until stopped."""
-        checkpoint = str(self.generator.folder)
+        checkpoint = str(self.checkpoint)
         write_session(self.session_file, Session(os.getpid(), self.port, self.token, checkpoint, self.config.device,
                                                  addon_version(), PROTOCOL_VERSION))
         threading.Thread(target=self._watch_owners, name="captalk-owners", daemon=True).start()
         print(json.dumps({"event": "ready", "pid": os.getpid(), "port": self.port, "session": str(self.session_file),
-                          "device": str(self.generator.device), "checkpoint": checkpoint}), flush=True)
+                          "device": self.config.device, "checkpoint": checkpoint}), flush=True)
         try:
             self.httpd.serve_forever(poll_interval=0.2)
         finally:
@@ -157,23 +161,35 @@ class Worker:
 
     # ------------------------------------------------------------------ requests
     def health(self) -> dict:
-        generator = self.generator
-        running = self.jobs.running()
+        """The worker's state. Until the model is loaded (``loaded``), ``device`` is the one
+        asked for (``auto`` not yet resolved) and ``half`` false; ``error`` says why a load
+        failed (the worker then refuses jobs and exits soon)."""
+        loader, running = self.loader, self.jobs.running()
+        generator = loader.generator if loader.loaded else None
+        device = generator.device if generator is not None else None
         return {"ok": True, "version": addon_version(), "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
-                "device": str(generator.device), "half": bool(generator.half), "checkpoint": str(generator.folder),
-                "head_model": generator.manifest.get("head_model"), "channels": list(generator.channels),
-                "fps": MOTION_FPS, "jobs": self.jobs.counts(), "running": running.client if running else None,
-                "uptime_s": round(time.time() - self.started, 1), "memory": _memory(generator.device),
-                "owners": self.owners(), "limits": self.config.limits.__dict__,
-                "warm": generator.warm}  # False while the encoders still load in the background
+                "device": str(device or self.config.device), "half": bool(generator is not None and generator.half),
+                "checkpoint": str(self.checkpoint), "head_model": self.manifest.get("head_model"),
+                "channels": list(self.manifest.get("channels", [])), "fps": MOTION_FPS, "jobs": self.jobs.counts(),
+                "running": running.client if running else None, "uptime_s": round(time.time() - self.started, 1),
+                "memory": _memory(device), "owners": self.owners(), "limits": self.config.limits.__dict__,
+                "loaded": loader.loaded, "load_s": loader.load_s,
+                "error": str(loader.error) if loader.error is not None else None,
+                "warm": loader.warm}  # False while the model or its encoders still load in the background
 
     def check(self, request: GenerationRequest) -> PreparedRequest:
         """Everything that can be refused before queueing (audio, schedule, rig): a
-        `BadInput` with the reason, answered with 400."""
-        return check_rig(prepare_request(request, self.config.limits.max_audio_seconds), self.generator.manifest)
+        `BadInput` with the reason, answered with 400; 503 once the model failed to load."""
+        if self.loader.error is not None:
+            raise RequestError(f"the worker could not load its model ({self.loader.error}); it is stopping, "
+                               "and the next request starts a fresh one", 503)
+        return check_rig(prepare_request(request, self.config.limits.max_audio_seconds), self.manifest)
 
     def _work(self, job, progress) -> list[dict]:
-        takes = run_prepared(self.generator, job.payload, progress=progress, cancel=job.cancel)
+        if not self.loader.loaded:
+            progress(0.0, "loading the model")
+        generator = self.loader.wait(job.cancel)
+        takes = run_prepared(generator, job.payload, progress=progress, cancel=job.cancel)
         return [encode_motion(take) for take in takes]
 
 
@@ -536,22 +552,14 @@ def _memory(device) -> dict:
     return memory
 
 
-def _warm_up(generator) -> None:
-    """The encoders' weights, off the start-up path; a failure here is raised again (to the
-    job) by the first job's own warm-up, so it is only noted on stderr."""
-    try:
-        generator.warm_up()
-    except Exception as exc:  # noqa: BLE001 (reported to the job that needs the encoders)
-        print(f"captalk worker: warming up the encoders failed: {exc}", file=sys.stderr, flush=True)
-
-
 def serve(config: ServerConfig) -> None:
-    """Run a worker until it is stopped. Raises `WorkerStartError` (or the model's own
-    errors: `CheckpointError`...) when it cannot start."""
-    from ..generate import Generator
-    from ..core.paths import default_checkpoint_dir
+    """Run a worker until it is stopped. Raises `WorkerStartError` (or the manifest's own
+    `CheckpointError`) when it cannot start. It announces itself before torch is imported:
+    the model loads in the background (`model.serve.loading`)."""
+    from ..core.checkpoint_manifest import CheckpointError, read_manifest
+    from ..core.paths import default_checkpoint_dir, shared_data_dir
 
-    checkpoint = config.checkpoint or default_checkpoint_dir()
+    checkpoint = Path(config.checkpoint or default_checkpoint_dir())
     session_file = config.session_file or session_path(checkpoint, config.device)
     lock = open(f"{session_file}.lock", "a")  # noqa: SIM115 (held for the worker's life)
     try:
@@ -559,26 +567,35 @@ def serve(config: ServerConfig) -> None:
     except BlockingIOError:
         raise WorkerStartError(f"a worker for this checkpoint and device is already running or starting "
                                f"(session file {session_file})") from None
+    if not checkpoint.is_dir():
+        where = " (the default location: no model has been installed there yet; pass --checkpoint DIR)" \
+            if config.checkpoint is None else ""
+        raise CheckpointError(f"no checkpoint at '{checkpoint}'{where}")
+    manifest = read_manifest(checkpoint)
+    check_modules_present()
     # torch makes its compiler cache folder on import (in $TMPDIR by default): keep it with
     # CapTalk's other caches instead of leaving a folder in the system's temp space
-    from ..core.paths import shared_data_dir
-
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(shared_data_dir() / "cache" / "torch"))
-    if config.threads:
-        import torch
+    loader = ModelLoader(checkpoint, config.device, config.threads)
+    worker = Worker(config, checkpoint, manifest, loader, session_file)
 
-        torch.set_num_threads(config.threads)
-    # answer /health and queue jobs while the encoders load: the first job waits for them
-    generator = Generator.load(config.checkpoint, device=config.device, warm_up=False)
-    threading.Thread(target=_warm_up, args=(generator,), name="captalk-warm-up", daemon=True).start()
-    worker = Worker(config, generator, session_file)
+    def failed_to_load(error) -> None:
+        # another worker may start now (the next request's), while this one lingers so
+        # that clients can still read why their jobs failed
+        remove_session(session_file, os.getpid())
+        lock.close()
+        threading.Timer(FAILED_LINGER_S, worker.stop, args=(f"the model failed to load: {error}",)).start()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop("signal"))
+    loader.start(on_failure=failed_to_load)
     try:
         worker.run()
     except BaseException:
         lock.close()  # the log (beside the session file) stays: it says what went wrong
         raise
+    if loader.error is not None:
+        raise loader.error
     # A clean exit leaves nothing in the run folder. The lock file goes while it is still
     # held, so a worker starting now either waits on this one or creates a new file.
     for leftover in (Path(f"{session_file}.lock"), Path(session_file).with_suffix(".log")):

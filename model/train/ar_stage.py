@@ -40,7 +40,8 @@ from torch import nn
 
 from ..ar.model import ARConfig, CapTalkAR
 from ..core.audio import MOTION_FPS
-from ..checkpoint import CheckpointError, load_weights, read_manifest, save_weights, write_manifest
+from ..checkpoint import load_weights, save_weights
+from ..core.checkpoint_manifest import CheckpointError, read_manifest, write_manifest
 from ..codec import ChannelStats, CodecConfig, MotionCodec
 from ..data.dataset import WINDOW_FRAMES, BadClip, DatasetError
 from ..core.head_model import HeadModel

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..core.audio import MOTION_FPS
-from ..checkpoint import CheckpointError, read_manifest, save_weights, write_manifest
+from ..checkpoint import save_weights
+from ..core.checkpoint_manifest import CheckpointError, read_manifest, write_manifest
 from ..codec import ChannelStats, CodecConfig, CodecLoss, MotionCodec
 from ..data.dataset import DatasetError
 from ..core.head_model import HeadModel

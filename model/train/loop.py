@@ -48,7 +48,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_state, save_state
+from ..checkpoint import load_state, save_state
+from ..core.checkpoint_manifest import CheckpointError
 from . import distributed
 from .distributed import DistEnv
 from ..core.errors import BadInput
