@@ -35,7 +35,7 @@ from typing import Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..core.audio import MOTION_FPS, SAMPLE_RATE, AudioError, frame_count
+from ..core.audio import MOTION_FPS, SAMPLE_RATE, AudioError, all_finite, frame_count
 
 ALIGNMENT_VERSION = "c40ms-v1"  # "row i = 40 ms window centred on i / 25 s"
 MIN_SAMPLES = SAMPLE_RATE // 10  # shorter input is zero-padded: STFT / conv stacks need a few windows
@@ -151,7 +151,7 @@ def _check_audio(audio: np.ndarray) -> np.ndarray:
     if audio.size == 0:
         raise AudioError("audio contains no samples")
     audio = audio.astype(np.float32, copy=False)
-    if not np.isfinite(audio).all():
+    if not all_finite(audio):
         raise AudioError("audio contains NaN or infinite samples")
     return audio
 
