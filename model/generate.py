@@ -26,7 +26,13 @@ new captions act from frame c itself, and the codec's prefix keeps the motion co
 through c. Windows therefore never span a change and always carry a single caption
 segment; the AR model's coverage mixing (`model.ar.attention`) is used in training only.
 A change before frame W has fewer than W frames before it: the prefix is left-padded by
-repeating the first frame (a still start).
+repeating the first frame (a still start). The new window is cross-faded in over the cut
+window's continuation under the old captions (`crossfade`, `CAPTION_CROSSFADE_FRAMES` =
+0.6 s): a change then eases in as the teacher's own control cross-fades do, instead of
+snapping to the new expression (and an emotion's head posture) within a few frames; the
+border blend is not needed there (the fade starts on the old motion). When the cut
+window has fewer frames than that past the change (a change on or near a window border),
+one more window is made at the change under the old captions, for the fade only.
 
 Border blending (``GenerationOptions.border_blend``, frames). The codec decodes each
 window with the frames before it as context, which a trained codec continues smoothly;
@@ -44,9 +50,11 @@ Smoothing (``GenerationOptions.smoothing``, `model.smoothing`): Savitzky-Golay, 
 It runs per caption section (between changes), so it never carries a later caption back
 in time: the last frames before a change are smoothed with the cut window's continuation
 under the old captions (what a run without the change shows there), so they too stay
-identical, unless the change falls within 8 frames of the end of the window in progress
-(then its last 4 frames before the change take the edge rule instead; turn smoothing off
-for exact identity everywhere). It streams with a delay of 4 frames.
+identical, unless the change falls within 8 frames of the end of the window in progress:
+then the look-ahead is the window made at the change for the cross-fade (identical when
+the change is on the border itself), or, with the cross-fade off, the edge rule for the
+last 4 frames (turn smoothing off for exact identity everywhere). It streams with a delay
+of 4 frames.
 
 Streaming: `Generator.iter_windows` yields each window's final frames as soon as they are
 made (`MotionChunk`); `Generator.generate` is that stream concatenated, so the two give
@@ -79,6 +87,10 @@ from .smoothing import StreamingSmoother, smoothing_windows
 from .core.contract import GenerationError, GenerationOptions
 from .core.errors import Cancelled
 
+# 0.6 s: the teacher fades its controls over 0.4 s, but a new window moves to its captions'
+# pose within its first frames, and an emotion's head posture then turned the head faster
+# than it ever moves in speech (the report's caption-switch "jump"); over 0.6 s it does not
+CAPTION_CROSSFADE_FRAMES = 15
 ENCODER_SHARE = 0.05  # progress given to the speech and text encoders; windows share the rest
 
 Progress = Callable[[float, str], None]
@@ -113,6 +125,20 @@ def blend_border(previous: torch.Tensor, window: torch.Tensor, frames: int) -> t
     blended = window.clone()
     blended[:, :count] += weight[None, :, None].to(window.dtype) * offset[:, None]
     return blended, float(offset.abs().max())
+
+
+def crossfade(old: torch.Tensor, new: torch.Tensor, frames: int) -> torch.Tensor:
+    """The new captions' window faded in over the old captions' continuation (module
+    docstring, caption changes): old (takes, m, C), new (takes, n, C), both normalised,
+    from the change frame on. Frame i of the first min(frames, m, n) is
+    (1 - w_i) old_i + w_i new_i with w_i = smoothstep((i + 1) / (frames + 1)): the first frame
+    mostly old (no step), the last mostly new; the rest of ``new`` is unchanged."""
+    count = min(frames, old.shape[1], new.shape[1])
+    x = torch.arange(1, count + 1, device=new.device, dtype=new.dtype) / (frames + 1)
+    weight = (x * x * (3 - 2 * x))[None, :, None]
+    faded = new.clone()
+    faded[:, :count] = (1 - weight) * old[:, :count] + weight * new[:, :count]
+    return faded
 
 
 def plan_windows(num_frames: int, change_frames: Sequence[int], window: int) -> list[tuple[int, int]]:
@@ -214,6 +240,18 @@ class WindowStream:
         self.meta["timings"][key] += now - since
         return now
 
+    def _old_captions_window(self, raw: torch.Tensor, start: int, feed, captions, rngs) -> torch.Tensor:
+        """(takes, W, C) normalised: the window at a change frame ``start`` as a run without
+        the change would make it (the captions before ``start``), for the cross-fade only."""
+        gen, options = self.generator, self.options
+        speech, speech_valid = gen.window_speech(feed, start)
+        codes = gen.sample_window(raw, start, speech, speech_valid, captions, self.schedule.at_frame(start - 1),
+                                  options, rngs)
+        window = gen.decode_window(codes, raw, start)
+        if options.border_blend:
+            window, _ = blend_border(raw[:, max(0, start - 2):start], window, options.border_blend)
+        return window
+
     def __iter__(self) -> Iterator[MotionChunk]:
         if self._started:
             raise RuntimeError("a WindowStream runs once; call Generator.iter_windows again")
@@ -238,7 +276,7 @@ class WindowStream:
         raw = torch.zeros(options.takes, self.num_frames, len(self.channels), device=gen.device)
         smoother = StreamingSmoother(smoothing_windows(self.channels)) if options.smoothing else None
         changes = set(self.schedule.change_frames())
-        emitted = 0
+        emitted, continuation = 0, None
         for index, (start, end) in enumerate(self.plan):
             self._check_cancel(start)
             window_start = start
@@ -249,13 +287,26 @@ class WindowStream:
                                       options, rngs)
             clock = self._clock("ar_s", clock)
             normalised = gen.decode_window(codes, raw, start)
-            if start > 0 and options.border_blend:
+            if continuation is not None and continuation.shape[1] > 0 and CAPTION_CROSSFADE_FRAMES:
+                normalised = crossfade(continuation, normalised, CAPTION_CROSSFADE_FRAMES)
+            elif start > 0 and options.border_blend:
                 normalised, offset = blend_border(raw[:, max(0, start - 2):start], normalised, options.border_blend)
                 self.meta["border_offsets"].append(round(offset, 4))
             raw[:, start:end] = normalised[:, :end - start]
-            # at a change, the cut window's next frames (old captions) are the smoother's look-ahead
-            keep = end - start + (2 * smoother.delay if smoother is not None and end in changes else 0)
-            motion = gen.stats.denormalise(normalised[:, :keep]).float().cpu().numpy()
+            continuation = None
+            if end in changes and CAPTION_CROSSFADE_FRAMES:  # the old captions' next frames, to fade from
+                continuation = normalised[:, end - start:]
+                if continuation.shape[1] < CAPTION_CROSSFADE_FRAMES:  # the change is (near) a window border
+                    clock = self._clock("decoder_s", clock)
+                    continuation = self._old_captions_window(raw, end, feed, captions, rngs)
+                    clock = self._clock("ar_s", clock)
+            kept = normalised[:, :end - start]
+            if smoother is not None and end in changes:  # the old captions' next frames: the smoother's look-ahead
+                ahead = normalised[:, end - start:]
+                if ahead.shape[1] < 2 * smoother.delay and continuation is not None:
+                    ahead = continuation
+                kept = torch.cat([kept, ahead[:, :2 * smoother.delay]], dim=1)
+            motion = gen.stats.denormalise(kept).float().cpu().numpy()
             self._clock("decoder_s", clock)
             if smoother is not None:
                 motion, lookahead = motion[:, :end - start], motion[:, end - start:]
