@@ -21,7 +21,7 @@ from model.core.checkpoint_manifest import CheckpointError, write_manifest
 from model.codec.normalise import ChannelStats
 from model.encoders import speech_encoder, text_encoder
 from model.core.contract import GenerationError, GenerationOptions
-from model.generate import GenerationCancelled, Generator, plan_windows
+from model.generate import CAPTION_CROSSFADE_FRAMES, GenerationCancelled, Generator, plan_windows
 from model.smoothing import StreamingSmoother, smoothing_windows
 from model.core.motion_file import load_motion
 from model.core.schedule import Schedule, ScheduleError, load_schedule, parse_schedule, start_frame
@@ -177,6 +177,23 @@ def test_an_early_change_continues_from_a_padded_prefix(generator, audio):
     assert np.array_equal(base.motion[:25], early.motion[:25])
     border, inner = border_and_inner_steps(normalised(generator, early.motion), [25, 125, 225])
     assert np.all(border <= inner)
+
+
+def test_a_change_on_a_window_border_eases_in_from_the_old_captions(generator, audio):
+    """At a change on a border the cut window has no frames past it: one more window is made
+    there under the old captions (what a run without the change makes), and the new
+    captions' window is faded in over it, so even the smoothed frames before the change
+    are untouched and the motion leaves the old path gradually."""
+    base = parse_schedule(None, STYLE, "happy")
+    changed = parse_schedule([{"start": 4.0, "style": OTHER_STYLE, "emotion": "neutral"}], STYLE, "happy")
+    assert changed.change_frames() == (100,)
+    fade = CAPTION_CROSSFADE_FRAMES
+    for options in (GenerationOptions(seed=0), RAW):
+        before = generator.generate(audio, base, options)[0].motion
+        after = generator.generate(audio, changed, options)[0].motion
+        assert np.array_equal(before[:100], after[:100])
+        apart = np.abs(after - before).max(axis=1)  # (T,) how far the switched run left the old path
+        assert apart[100] < 0.25 * apart[100 + fade:100 + 2 * fade].max()
 
 
 def test_guidance_one_without_captions_is_the_unconditional_model(generator, audio):
