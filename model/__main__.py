@@ -189,7 +189,7 @@ def _default_head() -> Path:
 
 
 def _train_config(args):
-    from .train.loop import TrainConfig
+    from .train.config import TrainConfig
 
     return TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, val_every=args.val_every,
                        save_every=args.save_every, log_every=args.log_every, warmup_steps=args.warmup,
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                           help="val clips generated at each validation for the metrics (0: none)")
     train_ar.add_argument("--head", help="head-model file for those metrics (default: the open head if it fits)")
     train_ar.set_defaults(run=_train_ar)
-    from .train.loop import TrainConfig  # the defaults of the flags below are the config's own
+    from .train.config import TrainConfig  # the defaults of the flags below are the config's own
 
     for stage in (train_codec, train_ar):
         stage.add_argument("--data", required=True, help="dataset folder (python -m model data synth)")

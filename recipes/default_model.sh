@@ -8,6 +8,9 @@
 # 4. the weights and manifest copied into checkpoints/default, 5. the evaluation report
 #    (docs/eval). Every stage resumes where it stopped: rerun the same command after an
 #    interruption. Figures of the run that made the shipped weights: README, "Default model".
+#    That run (2026-12-02, teacher calibrated on real faces) was started with the codec at
+#    --steps 4000 and resumed at step 500 with 3000 (the learning rate there differs by 1%),
+#    to fit the session's time; the AR stage ran with OMP_NUM_THREADS=2.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-$ROOT}"
@@ -18,9 +21,9 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREAD
 cd "$ROOT"
 
 "$PY" -m model data synth --out "$DATA" --hours 12 --seed 0 --workers "$(nproc)"
-"$PY" -m model train codec --data "$DATA" --out "$RUN" --size small --steps 4000 --batch 16 --lr 1e-3 \
+"$PY" -m model train codec --data "$DATA" --out "$RUN" --size small --steps 3000 --batch 16 --lr 1e-3 \
     --warmup 200 --val-every 500 --save-every 100 --log-every 50 --workers 1
-"$PY" -m model train ar --data "$DATA" --checkpoint "$RUN" --size small --steps 2500 --batch 24 --lr 1e-3 \
+"$PY" -m model train ar --data "$DATA" --checkpoint "$RUN" --size small --steps 1500 --batch 24 --lr 1e-3 \
     --warmup 200 --val-every 500 --save-every 100 --log-every 50 --workers 1 --generation-clips 4
 
 mkdir -p "$ROOT/checkpoints/default"

@@ -76,3 +76,18 @@ def test_the_blender_side_imports_only_the_core_from_the_back_end(addon_package)
                     and not node.module.startswith(("model.core", "model.link")):
                 offenders.append(f"{path.name}: from {'.' * node.level}{node.module}")
     assert not offenders, offenders
+
+
+def test_the_worker_announces_itself_before_torch_is_imported(tmp_path):
+    """What `python -m model serve` runs before its ready line (the command-line parser, the
+    server, the manifest reader, the loader) needs no torch: the worker is ready while torch
+    and the weights load behind it (`model.serve.loading`)."""
+    modules = ["model.__main__", "model.serve.server", "model.serve.loading", "model.train.config",
+               "model.core.checkpoint_manifest", "model.run"]
+    result = subprocess.run([sys.executable, "-c", PROBE, *modules], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, f"these need torch:\n{result.stdout}{result.stderr}"
+    parser = ("import sys\nfor name in ('torch', 'safetensors'):\n    sys.modules[name] = None\n"
+              "from model.__main__ import main\nmain(['serve', '--help'])\n")  # builds every command's flags
+    built = subprocess.run([sys.executable, "-c", parser], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr[-2000:]

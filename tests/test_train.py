@@ -32,7 +32,8 @@ from model.train.data import (
     ARBatches, CaptionStates, ClipCaptions, ClipTable, FeatureTable, codec_batch, cut_windows, load_motions,
     rank_rows, sample_windows, window_segments,
 )
-from model.train.loop import TrainConfig, learning_rate
+from model.train.config import TrainConfig
+from model.train.loop import learning_rate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--size", "tiny", "--batch", "4", "--lr", "2e-3", "--log-every", "5", "--val-windows", "4", "--workers", "1"]

@@ -9,6 +9,7 @@ Both stages append to ``CKPT/train_log.jsonl`` (one JSON object per log line, va
 and event).
 
 - `data`: clips in memory and vectorised batch builders (codec windows, AR batches);
+- `config`: `TrainConfig`, the options both stages share (torch-free);
 - `loop`: the shared loop (AdamW, warm-up + cosine, clipping, validation, resume, DDP);
 - `distributed`: process group, device, collectives;
 - `codec_stage`, `ar_stage`: what each stage trains, validates and writes.
