@@ -10,7 +10,8 @@
 #    interruption. Figures of the run that made the shipped weights: README, "Default model".
 #    That run (2026-12-02, teacher calibrated on real faces) was started with the codec at
 #    --steps 4000 and resumed at step 500 with 3000 (the learning rate there differs by 1%),
-#    to fit the session's time; the AR stage ran with OMP_NUM_THREADS=2.
+#    and the AR stage was started at 1500, then 1200, and resumed at step 111 with 800 (on this
+#    machine it ran at 0.42 steps/s, half the earlier run's), to fit the session's time.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-$ROOT}"
@@ -23,7 +24,7 @@ cd "$ROOT"
 "$PY" -m model data synth --out "$DATA" --hours 12 --seed 0 --workers "$(nproc)"
 "$PY" -m model train codec --data "$DATA" --out "$RUN" --size small --steps 3000 --batch 16 --lr 1e-3 \
     --warmup 200 --val-every 500 --save-every 100 --log-every 50 --workers 1
-"$PY" -m model train ar --data "$DATA" --checkpoint "$RUN" --size small --steps 1500 --batch 24 --lr 1e-3 \
+"$PY" -m model train ar --data "$DATA" --checkpoint "$RUN" --size small --steps 800 --batch 24 --lr 1e-3 \
     --warmup 200 --val-every 500 --save-every 100 --log-every 50 --workers 1 --generation-clips 4
 
 mkdir -p "$ROOT/checkpoints/default"
