@@ -77,11 +77,10 @@ from .ar.model import ARConfig, CapTalkAR
 from .ar.sampling import generators, guidance_terms, guide, sample_bits
 from .core.audio import MOTION_FPS, SAMPLE_RATE, frame_count, load_audio, to_mono_16k
 from .checkpoint import load_module
-from .core.checkpoint_manifest import CheckpointError, check_fits, read_manifest
+from .core.checkpoint_manifest import CheckpointError, check_fits, checkpoint_folder, read_manifest
 from .codec.codec import CodecConfig, MotionCodec
 from .codec.normalise import ChannelStats
 from .core.motion_file import MotionClip
-from .core.paths import default_checkpoint_dir
 from .core.schedule import Schedule
 from .smoothing import StreamingSmoother, smoothing_windows
 from .core.contract import GenerationError, GenerationOptions
@@ -358,11 +357,7 @@ class Generator:
         """
         from .encoders import speech_encoder, text_encoder
 
-        folder = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
-        if not folder.is_dir():
-            where = " (the default location: no model has been installed there yet; pass --checkpoint DIR)" \
-                if checkpoint_dir is None else ""
-            raise CheckpointError(f"no checkpoint at '{folder}'{where}")
+        folder = checkpoint_folder(checkpoint_dir)
         manifest = read_manifest(folder)
         if head_channels is not None:
             check_fits(manifest, list(head_channels), head_model)

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from .atomic import atomic_write
 from .errors import BadInput
+from .paths import default_checkpoint_dir
 
 FORMAT_NAME = "captalk-checkpoint"
 FORMAT_VERSION = 1
@@ -32,6 +33,17 @@ def write_manifest(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> Pa
 MAX_MANIFEST_BYTES = 16 << 20  # the default model's captalk.json is 7 KB
 _MANIFEST_TYPES = {"head_model": str, "channel_signature": str, "speech_encoder": str, "text_encoder": str,
                    "stats": dict, "codec": dict, "ar": dict, "training": dict}
+
+
+def checkpoint_folder(checkpoint_dir: str | os.PathLike | None) -> Path:
+    """``checkpoint_dir`` (None: the bundled default, `default_checkpoint_dir`) as a Path;
+    `CheckpointError` when it is not a folder, saying so for the default location."""
+    folder = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
+    if not folder.is_dir():
+        where = " (the default location: no model has been installed there yet; pass --checkpoint DIR)" \
+            if not checkpoint_dir else ""
+        raise CheckpointError(f"no checkpoint at '{folder}'{where}")
+    return folder
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:

@@ -556,7 +556,7 @@ def serve(config: ServerConfig) -> None:
     """Run a worker until it is stopped. Raises `WorkerStartError` (or the manifest's own
     `CheckpointError`) when it cannot start. It announces itself before torch is imported:
     the model loads in the background (`model.serve.loading`)."""
-    from ..core.checkpoint_manifest import CheckpointError, read_manifest
+    from ..core.checkpoint_manifest import checkpoint_folder, read_manifest
     from ..core.paths import default_checkpoint_dir, shared_data_dir
 
     checkpoint = Path(config.checkpoint or default_checkpoint_dir())
@@ -567,11 +567,7 @@ def serve(config: ServerConfig) -> None:
     except BlockingIOError:
         raise WorkerStartError(f"a worker for this checkpoint and device is already running or starting "
                                f"(session file {session_file})") from None
-    if not checkpoint.is_dir():
-        where = " (the default location: no model has been installed there yet; pass --checkpoint DIR)" \
-            if config.checkpoint is None else ""
-        raise CheckpointError(f"no checkpoint at '{checkpoint}'{where}")
-    manifest = read_manifest(checkpoint)
+    manifest = read_manifest(checkpoint_folder(config.checkpoint))
     check_modules_present()
     # torch makes its compiler cache folder on import (in $TMPDIR by default): keep it with
     # CapTalk's other caches instead of leaving a folder in the system's temp space
