@@ -377,7 +377,7 @@ def test_generate_command_errors_are_one_line_with_status_2(tmp_path, checkpoint
         error = capsys.readouterr().err
         assert error.startswith("error: ") and message in error and error.count("\n") == 1
     # a fresh process, default checkpoint location (nothing is installed there in a checkout)
-    from model.generate import default_checkpoint_dir
+    from model.core.paths import default_checkpoint_dir
 
     if not (default_checkpoint_dir() / "captalk.json").exists():
         run = subprocess.run([sys.executable, "-m", "model", "generate", "--audio", str(wav), "--out",
