@@ -10,7 +10,11 @@ passed through the codec only (encode + decode, window by window with the decode
 as the next window's prefix, as generation decodes), and the model with neutral captions
 under each sampling setting (temperatures, smoothing on and off; seeds 0-2 where it
 samples, pooled). Domain gap: the model on the same sentences spoken by the held-out
-synthetic voice (Flite rms), scored on the engine's own phones.
+synthetic voice (Flite rms), scored on the engine's own phones, clean and through each
+recording degradation of `DEGRADATIONS` (telephone band, 8 kHz, MP3 at 32 kbit/s, Opus at
+12 kbit/s, reverberation, noise and babble at 10 dB SNR, -18 dB level): if the model's
+lips fail on degraded synthetic speech as on real recordings, the recording conditions
+are the gap (and augmentation the fix); if they hold, the gap is the voices.
 
 GRID real faces (`model.evaluate.real_faces`): Pearson r at lag 0 of the model's jawOpen
 and mouth opening against the human's MediaPipe jawOpen, mean over the calibration clips
@@ -20,7 +24,9 @@ mean over the seeds. One torch thread.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +53,64 @@ SETTINGS = (  # (label, temperature, smoothing, seeds)
     ("temperature 0 (greedy), smoothing off", 0.0, False, (0,)),
 )
 TTS_VOICE = "flite_rms"  # the voice the default model's test split holds out
+SAMPLE_RATE = 16000
+
+
+def _butter(audio: np.ndarray, band) -> np.ndarray:
+    from scipy import signal
+
+    kind = "bandpass" if isinstance(band, tuple) else "lowpass"
+    return signal.sosfilt(signal.butter(8, band, kind, fs=SAMPLE_RATE, output="sos"), audio)
+
+
+def _codec(audio: np.ndarray, arguments: list[str], suffix: str) -> np.ndarray:
+    """Through ffmpeg's encoder (imageio-ffmpeg's binary) and back to 16 kHz float32."""
+    import imageio_ffmpeg
+    import soundfile
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    with tempfile.TemporaryDirectory() as tmp:
+        clean, coded, back = (Path(tmp) / name for name in ("in.wav", f"coded{suffix}", "out.wav"))
+        soundfile.write(clean, audio, SAMPLE_RATE)
+        for command in ([ffmpeg, "-v", "error", "-i", str(clean), *arguments, str(coded)],
+                        [ffmpeg, "-v", "error", "-i", str(coded), "-ar", str(SAMPLE_RATE), "-ac", "1", str(back)]):
+            subprocess.run(command, check=True, capture_output=True)
+        return load_audio(back)[:len(audio)]
+
+
+def _reverb(audio: np.ndarray, seconds: float = 0.6) -> np.ndarray:
+    """Convolution with exponentially decaying noise (RT60 ``seconds``), direct path kept."""
+    from scipy import signal
+
+    t = np.arange(int(SAMPLE_RATE * seconds)) / SAMPLE_RATE
+    response = np.random.default_rng(0).standard_normal(len(t)) * np.exp(-6.9 * t / seconds) * 0.1
+    response[0] = 1.0
+    wet = signal.fftconvolve(audio, response)[:len(audio)]
+    return wet * (np.abs(audio).max() / max(np.abs(wet).max(), 1e-9))
+
+
+def _at_snr(audio: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    noise = np.resize(noise, len(audio))
+    scale = np.sqrt(np.mean(audio ** 2) / max(np.mean(noise ** 2), 1e-12) / 10 ** (snr_db / 10))
+    return audio + scale * noise
+
+
+def _babble(others: list[np.ndarray]) -> np.ndarray:
+    length = max(len(o) for o in others)
+    return sum(np.resize(o, length) for o in others)
+
+
+# name -> f(audio, the other recordings) -> degraded audio
+DEGRADATIONS = {
+    "telephone band 300-3400 Hz": lambda a, _: _butter(a, (300.0, 3400.0)),
+    "8 kHz sampling (4 kHz band)": lambda a, _: _butter(a, 3800.0),
+    "MP3 32 kbit/s": lambda a, _: _codec(a, ["-c:a", "libmp3lame", "-b:a", "32k"], ".mp3"),
+    "Opus 12 kbit/s": lambda a, _: _codec(a, ["-c:a", "libopus", "-b:a", "12k"], ".opus"),
+    "reverberation, RT60 0.6 s": lambda a, _: _reverb(a),
+    "white noise, 10 dB SNR": lambda a, _: _at_snr(a, np.random.default_rng(1).standard_normal(len(a)), 10.0),
+    "babble of 3 other voices, 10 dB SNR": lambda a, others: _at_snr(a, _babble(others), 10.0),
+    "level -18 dB": lambda a, _: a * 10 ** (-18 / 20),
+}
 
 
 def codec_roundtrip(generator, motion: np.ndarray) -> np.ndarray:
@@ -92,7 +156,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "default"))
     parser.add_argument("--real-faces", default=None, help="GRID folder (default: model.evaluate.real_faces)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "lip_sync_factors.md"))
-    parser.add_argument("--parts", default="librivox,tts,grid", help="comma list of librivox, tts, grid")
+    parser.add_argument("--parts", default="librivox,tts,degraded,grid",
+                        help="comma list of librivox, tts, degraded (needs tts), grid")
     parser.add_argument("--settings", default=",".join(str(i) for i in range(len(SETTINGS))),
                         help="comma list of indices into SETTINGS (default: all)")
     args = parser.parse_args()
@@ -115,7 +180,7 @@ def main() -> None:
         audio = load_audio(wav)
         motion, phones = animate_recording(audio, transcript, head.channel_names)
         real.append((wav.stem, audio, motion, phones))
-        if "tts" in parts:
+        if parts & {"tts", "degraded"}:
             spoken = synthesize(TTS_VOICE, transcript)
             tts.append((wav.stem, spoken.audio, spoken.phones))
 
@@ -137,10 +202,23 @@ def main() -> None:
         print(lines[-1], flush=True)
     lines += ["", f"### The same sentences spoken by the held-out synthetic voice ({TTS_VOICE}), engine phones", "",
               "| system | lips close on /p b m/ | open on open vowels | rest in pauses (frames) |", "|---|---:|---:|---:|"]
-    for label, temperature, smoothing, seeds in (SETTINGS[0], SETTINGS[4]) if "tts" in parts else ():
+    for label, temperature, smoothing, seeds in (SETTINGS[3], SETTINGS[4]) if "tts" in parts else ():
         rows = [(n, model_motion(a, temperature, smoothing, s), p) for s in seeds for n, a, p in tts]
         lines.append(f"| model, {label}, seeds {','.join(map(str, seeds))} | {fmt(events_row(head, rest, rows))} |")
         print(lines[-1], flush=True)
+    if "degraded" in parts:
+        lines += ["", f"### The same synthetic speech through recording degradations (model at the default options, "
+                  f"seed 0)", "", "| degradation | lips close on /p b m/ | open on open vowels | rest in pauses (frames) |",
+                  "|---|---:|---:|---:|"]
+        default = GenerationOptions()
+        for label, degrade in {"none (clean)": lambda a, _: a, **DEGRADATIONS}.items():
+            rows = []
+            for n, a, p in tts:
+                others = [o for m, o, _ in tts if m != n][:3]
+                degraded = np.asarray(degrade(np.asarray(a, np.float64), others), np.float32)
+                rows.append((n, model_motion(degraded, default.temperature, default.smoothing, 0), p))
+            lines.append(f"| {label} | {fmt(events_row(head, rest, rows))} |")
+            print(lines[-1], flush=True)
 
     if "grid" not in parts:
         Path(args.out).write_text("\n".join(lines) + "\n")

@@ -103,7 +103,9 @@ def test_the_report_is_written_with_every_section(tiny_checkpoint, tmp_path):
     assert summary["real_speech"]["lip_events"]["teacher"]["closures"] > 20
     faces = summary["real_faces"]  # the GRID clips when they are there, else the reason they are not
     assert ("skipped" in faces and "real_faces.png" not in report) or (
-        len(faces["clips"]) == 11 and faces["all"]["teacher jawOpen"]["clips"] == 11 and "](real_faces.png)" in report)
+        len(faces["clips"]) == 11 and faces["all"]["teacher jawOpen"]["clips"] == 11 and "](real_faces.png)" in report
+        and json.loads((out / "real_faces.json").read_text()) == faces
+        and (out / "real_faces.md").read_text().strip() in report)
     assert all(case["untouched_before"] < 0.05 for case in summary["dynamic"])
     borders = summary["window_borders"]
     assert borders["max_step_at_borders_mm"] >= 0 and len(borders["border_offsets_std"]) >= 1

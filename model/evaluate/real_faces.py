@@ -429,6 +429,16 @@ def plot_real_faces(result: ClipResult, path: str | os.PathLike) -> Path:
     return save_figure(figure, path)
 
 
+def write_real_faces(results: Sequence[ClipResult], out: Path) -> Path:
+    """real_faces.json, real_faces.md and real_faces.png (a held-out clip) of ``results`` in
+    ``out``; the report and this module's command both write them, so neither leaves the
+    other's stale. Returns the plot's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "real_faces.json").write_text(json.dumps(real_faces_summary(results), indent=1) + "\n")
+    (out / "real_faces.md").write_text(real_faces_markdown(results) + "\n")
+    return plot_real_faces(next((r for r in results if not r.calibration), results[0]), out / "real_faces.png")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m model.evaluate.real_faces --out docs/eval``: this part of the report alone
     (real_faces.md, real_faces.json, real_faces.png), with the bundled model or --checkpoint."""
@@ -453,11 +463,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = evaluate_real_faces(grid_clips(args.real_faces), head, default_tracker(args.real_faces),
                                   generate=lambda audio: generator.generate(audio, schedule, options)[0].motion,
                                   progress=print)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "real_faces.json").write_text(json.dumps(real_faces_summary(results), indent=1) + "\n")
-    (out / "real_faces.md").write_text(real_faces_markdown(results) + "\n")
-    plot_real_faces(next(r for r in results if not r.calibration), out / "real_faces.png")
+    write_real_faces(results, Path(args.out))
     print(real_faces_markdown(results))
 
 

@@ -246,8 +246,7 @@ def real_faces_section(config: ReportConfig, generator, head: HeadModel, options
         summary["real_faces"] = {"skipped": str(exc)}
         return title + [f"Skipped: {exc}"]
     summary["real_faces"] = real_faces.real_faces_summary(results)
-    shown = next((r for r in results if not r.calibration), results[0])
-    real_faces.plot_real_faces(shown, config.out / "real_faces.png")
+    real_faces.write_real_faces(results, config.out)
     return title + [f"{len(results)} GRID clips from `{folder}`, tracked by MediaPipe FaceLandmarker; model "
                     f"captions: style \"{controllability.NEUTRAL[0]}\", emotion \"{controllability.NEUTRAL[1]}\".", "",
                     real_faces.real_faces_markdown(results), "", "![real faces](real_faces.png)"]
