@@ -212,6 +212,12 @@ class GenerationRun(BackgroundRun):
             self.task.cancel()
         self.state = JobState.CANCELLED
 
+    def wait_stopped(self, timeout: float) -> bool:
+        """After `cancel`, in a process about to exit: wait up to ``timeout`` s until the
+        worker has been told (the task's thread sends the cancel on its next poll, and a
+        daemon thread dies unsent with the process). True if it stopped in time."""
+        return self.task is None or self.task.wait(timeout)
+
     def step(self) -> JobState:
         if self.state != JobState.RUNNING:
             return self.state

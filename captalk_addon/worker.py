@@ -114,6 +114,12 @@ class GenerationTask:
     def cancel(self) -> None:
         self.cancel_event.set()
 
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the task to end (after `cancel`: until the worker has
+        been told and has stopped); True if it ended."""
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
     def poll(self) -> list:
         """Everything reported since the last call (`Progress`, then one `Finished` or `Failed`)."""
         items = []

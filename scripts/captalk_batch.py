@@ -63,6 +63,7 @@ from source_addon import REPO_ROOT, register_from_source, script_args  # noqa: E
 
 DEFAULT_AUDIO = REPO_ROOT / "samples" / "speech_sample.wav"
 ENGINES = ("workbench", "eevee", "cycles")
+CANCEL_WAIT_S = 10.0  # an interrupted batch waits this long for the worker to hear the cancel
 
 
 def errors():
@@ -360,6 +361,7 @@ def generate(args, checkpoint: Path, jobs):
         state = run.run_here(report)
     except BaseException:  # an interrupt: the worker's job is cancelled, not left running
         run.cancel()
+        run.wait_stopped(CANCEL_WAIT_S)
         raise
     if state != JobState.DONE:
         kinds = (errors().BadInput, errors().MissingPart, errors().Cancelled)  # what the user must do, as the run's
