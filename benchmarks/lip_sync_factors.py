@@ -131,6 +131,19 @@ def codec_roundtrip(generator, motion: np.ndarray) -> np.ndarray:
     return generator.stats.denormalise(torch.cat(out, dim=1))[0, :frames].numpy()
 
 
+def _without_out(arguments: list[str]) -> list[str]:
+    """The command line without ``--out FILE`` / ``--out=FILE`` (the report names itself)."""
+    kept, skip = [], False
+    for argument in arguments:
+        if skip or argument.startswith("--out="):
+            skip = False
+        elif argument == "--out":
+            skip = True
+        else:
+            kept.append(argument)
+    return kept
+
+
 def events_row(head, rest, motions_and_phones) -> LipEvents:
     total = LipEvents()
     for name, motion, phones in motions_and_phones:
@@ -185,12 +198,12 @@ def main() -> None:
             tts.append((wav.stem, spoken.audio, spoken.phones))
 
     lines = [f"# Lip-sync factors of `{Path(args.checkpoint).name}`", "",
-             "Regenerate: `.venv/bin/python benchmarks/lip_sync_factors.py` (one torch thread; "
-             f"{sys.platform}, {torch.get_num_threads()} thread).", "",
-             "## Real speech (LibriVox, forced alignment): lip events", "",
-             "| system | lips close on /p b m/ | open on open vowels | rest in pauses (frames) |",
-             "|---|---:|---:|---:|"]
+             "Regenerate: `.venv/bin/python benchmarks/lip_sync_factors.py "
+             f"{' '.join(_without_out(sys.argv[1:]))}` (one torch thread).", ""]
     if "librivox" in parts:
+        lines += ["## Real speech (LibriVox, forced alignment): lip events", "",
+                  "| system | lips close on /p b m/ | open on open vowels | rest in pauses (frames) |",
+                  "|---|---:|---:|---:|"]
         lines.append(f"| teacher | {fmt(events_row(head, rest, [(n, m, p) for n, _, m, p in real]))} |")
         print(lines[-1], flush=True)
         coded = [(n, codec_roundtrip(generator, m), p) for n, _, m, p in real]
@@ -200,15 +213,17 @@ def main() -> None:
         rows = [(n, model_motion(a, temperature, smoothing, s), p) for s in seeds for n, a, _, p in real]
         lines.append(f"| model, {label}, seeds {','.join(map(str, seeds))} | {fmt(events_row(head, rest, rows))} |")
         print(lines[-1], flush=True)
-    lines += ["", f"### The same sentences spoken by the held-out synthetic voice ({TTS_VOICE}), engine phones", "",
-              "| system | lips close on /p b m/ | open on open vowels | rest in pauses (frames) |", "|---|---:|---:|---:|"]
+    if "tts" in parts:
+        lines += ["", f"### The same sentences spoken by the held-out synthetic voice ({TTS_VOICE}), engine phones",
+                  "", "| system | lips close on /p b m/ | open on open vowels | rest in pauses (frames) |",
+                  "|---|---:|---:|---:|"]
     for label, temperature, smoothing, seeds in (SETTINGS[3], SETTINGS[4]) if "tts" in parts else ():
         rows = [(n, model_motion(a, temperature, smoothing, s), p) for s in seeds for n, a, p in tts]
         lines.append(f"| model, {label}, seeds {','.join(map(str, seeds))} | {fmt(events_row(head, rest, rows))} |")
         print(lines[-1], flush=True)
     if "degraded" in parts:
-        lines += ["", f"### The same synthetic speech through recording degradations (model at the default options, "
-                  f"seed 0)", "", "| degradation | lips close on /p b m/ | open on open vowels | rest in pauses (frames) |",
+        lines += ["", f"### The LibriVox sentences spoken by {TTS_VOICE} through recording degradations (engine "
+                  "phones; model at the default options, seed 0; no pause of 300 ms in these)", "", "| degradation | lips close on /p b m/ | open on open vowels | rest in pauses (frames) |",
                   "|---|---:|---:|---:|"]
         default = GenerationOptions()
         for label, degrade in {"none (clean)": lambda a, _: a, **DEGRADATIONS}.items():
