@@ -48,7 +48,9 @@ whose decoder does not continue its prefix.
 
 Smoothing (``GenerationOptions.smoothing``, `model.smoothing`): Savitzky-Golay, as ARTalk.
 It runs per caption section (between changes), so it never carries a later caption back
-in time: the last frames before a change are smoothed with the cut window's continuation
+in time (a section's first frames look back at the raw frames before the change, which the
+cross-fade continues, rather than taking the edge rule, whose fitted polynomial overshoots
+there): the last frames before a change are smoothed with the cut window's continuation
 under the old captions (what a run without the change shows there), so they too stay
 identical, unless the change falls within 8 frames of the end of the window in progress:
 then the look-ahead is the window made at the change for the cross-fade (identical when

@@ -4,6 +4,12 @@ Order 2 over 5 frames for expression channels and jaw / eye rotations, 9 frames 
 other joint rotations (head pose), as ARTalk. `StreamingSmoother` gives bit-identical
 frames however the motion arrives in pieces, so `model.generate`'s streamed and one-shot
 results agree; it smooths one caption section at a time (`end_section`).
+
+A section's first frames are smoothed with the previous section's last raw frames as
+left-hand neighbours, not by the edge rule: the caption cross-fade makes the raw motion
+continuous through a change, while a polynomial fitted to the new section's first 9
+frames alone overshoots at its start (a 1 degree head-pitch step, 2.5 mm at the head's
+surface, at the 1.3 s switch of the evaluation report).
 """
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ class StreamingSmoother:
 
     ``push`` returns the frames whose neighbourhood is complete (all but the last 4 of
     the section so far), ``end_section`` the rest (the end of a section uses the edge
-    rule). Each output frame is computed from the same inputs in the same order however
+    rule, or the look-ahead it is given; the start of a later section looks back at the
+    previous section's raw frames). Each output frame is computed from the same inputs in the same order however
     the section was split, so streamed and one-shot results are bit-identical. A section
     shorter than a channel's window leaves that channel unsmoothed.
     """
@@ -49,11 +56,13 @@ class StreamingSmoother:
         self.groups = [(int(w), np.flatnonzero(windows == w)) for w in np.unique(windows)]
         self.delay = max(int(w) // 2 for w in np.unique(windows))
         self.rows = {int(w): _savgol_rows(int(w)) for w in np.unique(windows)}
-        self._reset()
+        self._reset(None)
 
-    def _reset(self) -> None:
-        self.buffer = None  # (takes, n, C) raw frames of the section from index ``base``
-        self.base = 0
+    def _reset(self, history: np.ndarray | None) -> None:
+        """A new section; history: (takes, h, C) raw frames just before it, or None."""
+        self.buffer = history  # (takes, n, C) raw frames from section index ``base`` (history: negative)
+        self.history = 0 if history is None else history.shape[1]
+        self.base = -self.history
         self.emitted = 0  # section frames already returned
         self.length = 0  # section frames received
 
@@ -74,11 +83,12 @@ class StreamingSmoother:
         the change; frames they do not reach take the edge rule.
         """
         stop = self.length
+        history = None if self.buffer is None else self.buffer[:, max(0, stop - self.base - self.delay):stop - self.base]
         if lookahead is not None and lookahead.shape[1]:
             self.buffer = np.concatenate([self.buffer, lookahead], axis=1)
             self.length += lookahead.shape[1]
         out = self._emit(stop, finished=True)
-        self._reset()
+        self._reset(history if history is not None and history.shape[1] else None)
         return out
 
     def _emit(self, stop: int, finished: bool) -> np.ndarray:
@@ -87,23 +97,24 @@ class StreamingSmoother:
         out = np.array(x[:, start - self.base:stop - self.base], copy=True)
         for window, channels in self.groups:
             half = window // 2
-            if self.length < window:  # only possible when finished: too short to smooth
+            reach = min(half, self.history)  # frames before the section this channel may use
+            if self.length + reach < window:  # only possible when finished: too short to smooth
                 continue
             rows = self.rows[window]
             for i in range(start, stop):
-                if i < half:
-                    weights, first = rows[i], 0
+                if i < half - reach:
+                    weights, first = rows[i + reach], -reach
                 elif finished and i >= self.length - half:
                     weights, first = rows[window - (self.length - i)], self.length - window
                 else:
                     continue
                 out[:, i - start, channels] = self._apply(weights, x, first - self.base, channels, 1)[:, 0]
-            middle = range(max(start, half), min(stop, self.length - half if finished else stop))
+            middle = range(max(start, half - reach), min(stop, self.length - half if finished else stop))
             if len(middle):
                 out[:, middle.start - start:middle.stop - start, channels] = self._apply(
                     rows[half], x, middle.start - half - self.base, channels, len(middle))
         self.emitted = stop
-        keep = max(0, stop - 2 * self.delay)  # frames that later outputs may still need
+        keep = max(-self.history, stop - 2 * self.delay)  # frames that later outputs may still need
         if keep > self.base:
             self.buffer, self.base = self.buffer[:, keep - self.base:], keep
         return out

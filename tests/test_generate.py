@@ -286,6 +286,34 @@ def test_smoothing_matches_savitzky_golay_per_section_however_streamed():
     assert np.array_equal(np.concatenate([short.push(frames[:, :4]), short.end_section()], 1), frames[:, :4])
 
 
+def test_a_later_section_starts_with_the_previous_sections_frames_as_neighbours():
+    """No edge rule at a caption change: its polynomial overshoots at the section start
+    (a head-pitch step at the change), while the raw motion runs on continuously."""
+    from scipy.signal import savgol_filter
+
+    windows = smoothing_windows(["jawOpen", "head.rx"])
+    frames = np.random.default_rng(1).normal(size=(2, 60, 2)).astype(np.float32)
+    change = 31
+
+    def expected(x):
+        return np.stack([savgol_filter(x[..., c], w, 2, axis=1, mode="interp") for c, w in enumerate(windows)], -1)
+
+    outputs = []
+    for pieces in ([29], [1] * 29, [7, 22]):
+        smoother = StreamingSmoother(windows)
+        parts = [smoother.push(frames[:, :change]), smoother.end_section()]
+        first = change
+        for count in pieces:
+            parts.append(smoother.push(frames[:, first:first + count]))
+            first += count
+        parts.append(smoother.end_section())
+        outputs.append(np.concatenate(parts, axis=1))
+    assert np.allclose(outputs[0][:, :change], expected(frames[:, :change]), atol=1e-5)  # untouched by what follows
+    assert np.allclose(outputs[0][:, change:], expected(frames[:, change - 4:])[:, 4:], atol=1e-5)
+    assert all(np.array_equal(outputs[0], o) for o in outputs[1:])
+    assert not np.allclose(outputs[0][:, change:change + 2], expected(frames[:, change:])[:, :2], atol=1e-3)
+
+
 def test_window_plan_cuts_at_changes():
     assert plan_windows(243, [], WINDOW) == [(0, 100), (100, 200), (200, 243)]
     assert plan_windows(243, [133], WINDOW) == [(0, 100), (100, 133), (133, 233), (233, 243)]
